@@ -1,0 +1,1 @@
+//! Character devices (stdio, file, pipe, unix/tcp sockets, telnet, mux) and the epoll main loop.

@@ -1,0 +1,1 @@
+//! Device models, each behind a port/MMIO handler and an interrupt line.

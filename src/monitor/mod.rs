@@ -1,0 +1,1 @@
+//! The human (HMP) and machine (QMP) monitors over one command layer.

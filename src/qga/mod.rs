@@ -1,0 +1,1 @@
+//! Guest-agent protocol: the vmscope-ga agent and the host-side client.

@@ -1,0 +1,1 @@
+//! Instruments: dirty-page tracking (bitmap-trace, dpt), qtrace block traces, event timing logs.
