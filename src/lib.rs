@@ -13,3 +13,16 @@ pub mod machine;
 pub mod monitor;
 pub mod qga;
 pub mod trace;
+
+/// The name this process was started as (`qemu-system-x86_64` when installed under QEMU's
+/// name), used as the prefix of error messages like QEMU's `error_report`.
+pub fn program_name() -> String {
+    std::env::args_os()
+        .next()
+        .and_then(|arg0| {
+            std::path::Path::new(&arg0)
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "vmscope".to_string())
+}

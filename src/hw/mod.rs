@@ -1,1 +1,6 @@
 //! Device models, each behind a port/MMIO handler and an interrupt line.
+
+pub mod bus;
+pub mod i8042;
+pub mod pm;
+pub mod serial;

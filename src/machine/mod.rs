@@ -1,1 +1,487 @@
 //! Assembles a VM from the configuration: KVM VM and vCPUs, memory map, boot, run state.
+//!
+//! The [`Machine`] owns the KVM objects and the vCPU threads. vCPU threads never change the
+//! run state themselves: they report [`MachineEvent`]s, and the main loop calls
+//! [`Machine::handle_events`], so pausing, resetting and shutting down happen on one thread.
+
+pub mod acpi;
+pub mod boot;
+pub mod cpuid;
+pub mod e820;
+pub mod gate;
+pub mod layout;
+pub mod regs;
+pub mod vcpu;
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use kvm_bindings::{
+    kvm_irq_routing_entry, kvm_pit_config, kvm_userspace_memory_region, KvmIrqRouting,
+    KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQ_ROUTING_IRQCHIP,
+    KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+};
+use kvm_ioctls::{Kvm, VmFd};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::config::{Config, KernelBoot};
+use crate::hw::bus::PioBus;
+use crate::hw::i8042::{ResetTrigger, I8042, I8042_BASE, I8042_PORT_COUNT};
+use crate::hw::pm::{PowerManagement, PM_IO_BASE, PM_IO_LEN};
+use crate::hw::serial::{IrqLine, RxSpace, SerialPort, COM1_BASE, COM1_IRQ, UART_PORT_COUNT};
+use boot::BootEntry;
+use cpuid::CpuTopology;
+use e820::E820Entry;
+use gate::VcpuGate;
+use layout::{RamSplit, KVM_IDENTITY_MAP_START, KVM_TSS_START};
+
+/// What a vCPU (or a device on a vCPU thread) asks the main loop to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MachineEvent {
+    /// ACPI soft-off.
+    PowerOff,
+    /// i8042 reset or triple fault.
+    Reset,
+    /// KVM could not run or emulate the guest.
+    InternalError { vcpu: u32, detail: String },
+}
+
+/// Delivers [`MachineEvent`]s to the main loop and wakes it through an eventfd.
+pub struct EventSink {
+    sender: Mutex<Sender<MachineEvent>>,
+    wake: EventFd,
+}
+
+impl EventSink {
+    pub fn send(&self, event: MachineEvent) {
+        // The receiver lives as long as the machine; after it is gone nobody listens anyway.
+        let _ = self.sender.lock().unwrap().send(event);
+        let _ = self.wake.write(1);
+    }
+}
+
+/// State the vCPU threads share with the main loop.
+pub struct Shared {
+    pub gate: VcpuGate,
+    pub pio: PioBus,
+    pub memory: GuestMemoryMmap,
+    /// Where the boot vCPU starts after power-on and every reset.
+    pub boot_entry: Mutex<BootEntry>,
+    pub events: Arc<EventSink>,
+}
+
+/// QEMU's run states, as far as the machine has them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunState {
+    /// `-S`: created, never started.
+    Prelaunch,
+    Running,
+    Paused,
+    /// Powered off under `-no-shutdown`.
+    Shutdown,
+    InternalError,
+}
+
+/// What the process should do after the main loop handled machine events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    KeepRunning,
+    Exit(i32),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MachineError {
+    #[error("failed to initialize kvm: {0}")]
+    KvmOpen(#[source] kvm_ioctls::Error),
+    #[error("KVM: {what}: {source}")]
+    Kvm {
+        what: &'static str,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    #[error("cannot set up guest memory: {0}")]
+    Memory(String),
+    #[error("{0}")]
+    Boot(#[from] boot::BootError),
+    #[error("{0}")]
+    Regs(#[from] regs::RegsError),
+    #[error("{0}")]
+    Ports(#[from] crate::hw::bus::PortConflict),
+    #[error("cannot create an eventfd: {0}")]
+    EventFd(#[source] std::io::Error),
+    #[error("booting without -kernel needs firmware (SeaBIOS) and disks, which vmscope does not support yet; use -kernel")]
+    NoKernel,
+    #[error("cannot start vCPU thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> MachineError {
+    move |source| MachineError::Kvm { what, source }
+}
+
+/// A VM built from a [`Config`].
+pub struct Machine {
+    vm: VmFd,
+    shared: Arc<Shared>,
+    vcpus: Vec<vcpu::Vcpu>,
+    threads: Vec<JoinHandle<()>>,
+    events: Receiver<MachineEvent>,
+    serial: Arc<SerialPort>,
+    kernel_boot: Option<KernelBoot>,
+    split: RamSplit,
+    e820: Vec<E820Entry>,
+    rsdp_addr: u64,
+    no_reboot: bool,
+    no_shutdown: bool,
+    run_state: Mutex<RunState>,
+    /// Interrupt controller and PIT state right after creation, restored on reset.
+    initial_irqchips: Vec<kvm_bindings::kvm_irqchip>,
+    initial_pit: kvm_bindings::kvm_pit_state2,
+}
+
+impl Machine {
+    /// Creates the VM, its memory, devices and vCPUs, and loads the kernel. Nothing runs until
+    /// [`Machine::start`]. Serial output goes to `serial_output`; `serial_rx_space` is called
+    /// when the guest drained the serial receive FIFO.
+    pub fn new(
+        config: &Config,
+        serial_output: Box<dyn Write + Send>,
+        serial_rx_space: Box<dyn Fn() + Send + Sync>,
+    ) -> Result<Machine, MachineError> {
+        let kvm = Kvm::new().map_err(MachineError::KvmOpen)?;
+        let vm = kvm.create_vm().map_err(kvm_err("creating the VM"))?;
+        vm.set_tss_address(KVM_TSS_START as usize)
+            .map_err(kvm_err("setting the TSS address"))?;
+        vm.set_identity_map_address(KVM_IDENTITY_MAP_START)
+            .map_err(kvm_err("setting the identity map address"))?;
+        vm.create_irq_chip()
+            .map_err(kvm_err("creating the in-kernel irqchip"))?;
+        vm.create_pit2(kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        })
+        .map_err(kvm_err("creating the in-kernel PIT"))?;
+        vm.set_gsi_routing(&pc_irq_routing())
+            .map_err(kvm_err("setting interrupt routing"))?;
+
+        let split = RamSplit::for_ram_size(config.memory.size);
+        let memory = create_memory(&vm, &split)?;
+        let e820 = e820::memory_map(&split);
+
+        let (sender, events) = mpsc::channel();
+        let wake = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
+            .map_err(MachineError::EventFd)?;
+        let event_sink = Arc::new(EventSink {
+            sender: Mutex::new(sender),
+            wake,
+        });
+
+        let serial_irq = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
+            .map_err(MachineError::EventFd)?;
+        vm.register_irqfd(&serial_irq, COM1_IRQ)
+            .map_err(kvm_err("wiring the COM1 interrupt"))?;
+        let serial = Arc::new(SerialPort::new(
+            IrqLine(serial_irq),
+            RxSpace(serial_rx_space),
+            serial_output,
+        ));
+
+        let mut pio = PioBus::new();
+        pio.register(COM1_BASE, UART_PORT_COUNT, serial.clone())?;
+        let reset_events = event_sink.clone();
+        pio.register(
+            I8042_BASE,
+            I8042_PORT_COUNT,
+            Arc::new(I8042::new(ResetTrigger(Box::new(move || {
+                reset_events.send(MachineEvent::Reset)
+            })))),
+        )?;
+        let poweroff_events = event_sink.clone();
+        pio.register(
+            PM_IO_BASE,
+            PM_IO_LEN,
+            Arc::new(PowerManagement::new(Box::new(move || {
+                poweroff_events.send(MachineEvent::PowerOff)
+            }))),
+        )?;
+
+        let topology = CpuTopology::new(&config.smp);
+        let apic_ids: Vec<u32> = (0..config.smp.cpus).map(|i| topology.apic_id(i)).collect();
+        let rsdp_addr = acpi::write_tables(&memory, &apic_ids)
+            .map_err(|e| MachineError::Memory(format!("writing ACPI tables: {e}")))?;
+
+        let boot_entry = match &config.kernel_boot {
+            Some(kernel_boot) => {
+                boot::load_kernel(&memory, kernel_boot, &split, &e820, rsdp_addr)?
+            }
+            None if config.start_paused => BootEntry::Pvh {
+                entry: 0,
+                start_info: 0,
+            },
+            None => return Err(MachineError::NoKernel),
+        };
+
+        let supported = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("reading supported CPUID"))?;
+        let mut vcpus = Vec::new();
+        for (index, &apic_id) in apic_ids.iter().enumerate() {
+            let fd = vm
+                .create_vcpu(u64::from(apic_id))
+                .map_err(kvm_err("creating a vCPU"))?;
+            let table = cpuid::vcpu_cpuid(&supported, config.cpu.kind, &topology, apic_id);
+            fd.set_cpuid2(&table).map_err(kvm_err("setting CPUID"))?;
+            regs::wire_local_apic(&fd)?;
+            let initial_lapic = fd.get_lapic().map_err(kvm_err("reading the local APIC"))?;
+            if index == 0 && config.kernel_boot.is_some() {
+                regs::set_boot_state(&fd, &memory, boot_entry)?;
+            }
+            vcpus.push(vcpu::Vcpu {
+                index: index as u32,
+                fd,
+                initial_lapic,
+            });
+        }
+
+        let initial_irqchips = [KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQCHIP_IOAPIC]
+            .into_iter()
+            .map(|chip_id| {
+                let mut chip = kvm_bindings::kvm_irqchip {
+                    chip_id,
+                    ..Default::default()
+                };
+                vm.get_irqchip(&mut chip).map(|()| chip)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(kvm_err("reading the interrupt controllers"))?;
+        let initial_pit = vm.get_pit2().map_err(kvm_err("reading the PIT"))?;
+
+        let shared = Arc::new(Shared {
+            gate: VcpuGate::new(vcpus.len()),
+            pio,
+            memory,
+            boot_entry: Mutex::new(boot_entry),
+            events: event_sink,
+        });
+        Ok(Machine {
+            vm,
+            shared,
+            vcpus,
+            threads: Vec::new(),
+            events,
+            serial,
+            kernel_boot: config.kernel_boot.clone(),
+            split,
+            e820,
+            rsdp_addr,
+            no_reboot: config.no_reboot,
+            no_shutdown: config.no_shutdown,
+            run_state: Mutex::new(RunState::Prelaunch),
+            initial_irqchips,
+            initial_pit,
+        })
+    }
+
+    /// Starts the vCPU threads; they run at once unless `paused` (`-S`).
+    pub fn start(&mut self, paused: bool) -> Result<(), MachineError> {
+        for vcpu in self.vcpus.drain(..) {
+            let shared = self.shared.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("CPU {}/KVM", vcpu.index))
+                .spawn(move || vcpu::run(vcpu, shared))
+                .map_err(MachineError::Thread)?;
+            self.threads.push(handle);
+        }
+        if !paused {
+            self.resume().map_err(|_| MachineError::NoKernel)?;
+        }
+        Ok(())
+    }
+
+    /// The COM1 UART, for wiring its input to a chardev.
+    pub fn serial(&self) -> Arc<SerialPort> {
+        self.serial.clone()
+    }
+
+    /// Readable when [`Machine::handle_events`] has work.
+    pub fn event_fd(&self) -> RawFd {
+        self.shared.events.wake.as_raw_fd()
+    }
+
+    pub fn run_state(&self) -> RunState {
+        *self.run_state.lock().unwrap()
+    }
+
+    /// Pauses every vCPU (monitor `stop`).
+    pub fn pause(&self) {
+        let mut state = self.run_state.lock().unwrap();
+        self.shared.gate.close();
+        if *state == RunState::Running {
+            *state = RunState::Paused;
+        }
+    }
+
+    /// Resumes the vCPUs (monitor `cont`).
+    pub fn resume(&self) -> Result<(), String> {
+        let mut state = self.run_state.lock().unwrap();
+        match *state {
+            RunState::InternalError => {
+                return Err("Resetting the Virtual Machine is required".into())
+            }
+            RunState::Shutdown => {
+                // QEMU resets a machine powered off under -no-shutdown before running it again.
+                drop(state);
+                self.reset_machine().map_err(|e| e.to_string())?;
+                state = self.run_state.lock().unwrap();
+            }
+            _ => {}
+        }
+        if self.kernel_boot.is_none() {
+            return Err(MachineError::NoKernel.to_string());
+        }
+        *state = RunState::Running;
+        self.shared.gate.open();
+        Ok(())
+    }
+
+    /// Acts on everything the vCPUs reported since the last call.
+    pub fn handle_events(&self) -> Next {
+        let _ = self.shared.events.wake.read();
+        while let Ok(event) = self.events.try_recv() {
+            match event {
+                MachineEvent::PowerOff => {
+                    if !self.no_shutdown {
+                        return Next::Exit(0);
+                    }
+                    self.shared.gate.close();
+                    *self.run_state.lock().unwrap() = RunState::Shutdown;
+                }
+                MachineEvent::Reset => {
+                    if self.no_reboot {
+                        return Next::Exit(0);
+                    }
+                    if let Err(e) = self.reset_machine() {
+                        eprintln!("{}: reset failed: {e}", crate::program_name());
+                        return Next::Exit(1);
+                    }
+                }
+                MachineEvent::InternalError { detail, .. } => {
+                    if *self.run_state.lock().unwrap() == RunState::InternalError {
+                        continue;
+                    }
+                    eprintln!("{detail}");
+                    self.shared.gate.close();
+                    *self.run_state.lock().unwrap() = RunState::InternalError;
+                }
+            }
+        }
+        Next::KeepRunning
+    }
+
+    /// A system reset: devices and vCPUs back to power-on state, the kernel reloaded (RAM
+    /// itself is not cleared, as on QEMU), then running again if it was running.
+    pub fn reset_machine(&self) -> Result<(), MachineError> {
+        let was_open = self.shared.gate.is_open();
+        self.shared.gate.close();
+        for chip in &self.initial_irqchips {
+            self.vm
+                .set_irqchip(chip)
+                .map_err(kvm_err("resetting the interrupt controllers"))?;
+        }
+        self.vm
+            .set_pit2(&self.initial_pit)
+            .map_err(kvm_err("resetting the PIT"))?;
+        if let Some(kernel_boot) = &self.kernel_boot {
+            let entry = boot::load_kernel(
+                &self.shared.memory,
+                kernel_boot,
+                &self.split,
+                &self.e820,
+                self.rsdp_addr,
+            )?;
+            *self.shared.boot_entry.lock().unwrap() = entry;
+        }
+        self.shared.gate.request_reset();
+        let mut state = self.run_state.lock().unwrap();
+        if matches!(*state, RunState::Shutdown | RunState::InternalError) {
+            *state = RunState::Paused;
+        }
+        if was_open {
+            self.shared.gate.open();
+        }
+        Ok(())
+    }
+
+    /// Stops and joins every vCPU thread.
+    pub fn shutdown(&mut self) {
+        self.shared.gate.terminate();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Allocates guest RAM and hands each region to KVM.
+fn create_memory(vm: &VmFd, split: &RamSplit) -> Result<GuestMemoryMmap, MachineError> {
+    let ranges: Vec<(GuestAddress, usize)> = split
+        .ranges()
+        .into_iter()
+        .map(|(start, size)| (GuestAddress(start), size as usize))
+        .collect();
+    let memory = GuestMemoryMmap::from_ranges(&ranges)
+        .map_err(|e| MachineError::Memory(e.to_string()))?;
+    for (slot, region) in memory.iter().enumerate() {
+        let host = region
+            .get_host_address(vm_memory::MemoryRegionAddress(0))
+            .map_err(|e| MachineError::Memory(e.to_string()))?;
+        let descriptor = kvm_userspace_memory_region {
+            slot: slot as u32,
+            flags: 0,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: host as u64,
+        };
+        // SAFETY: the region is a live anonymous mapping owned by `memory`, which the Machine
+        // keeps for as long as the VM exists, and the slots do not overlap.
+        unsafe { vm.set_user_memory_region(descriptor) }
+            .map_err(kvm_err("registering guest memory"))?;
+    }
+    Ok(memory)
+}
+
+/// QEMU's KVM routing for a PC: GSIs 0-15 on the 8259 pair (2 is the cascade) and GSIs
+/// 0-23 on the IOAPIC, with the PIT's GSI 0 arriving at IOAPIC pin 2 (the MADT override).
+fn pc_irq_routing() -> KvmIrqRouting {
+    let route = |gsi: u32, irqchip: u32, pin: u32| {
+        let mut entry = kvm_irq_routing_entry {
+            gsi,
+            type_: KVM_IRQ_ROUTING_IRQCHIP,
+            ..Default::default()
+        };
+        entry.u.irqchip.irqchip = irqchip;
+        entry.u.irqchip.pin = pin;
+        entry
+    };
+    let mut entries = Vec::new();
+    for gsi in (0..8).filter(|&g| g != 2) {
+        entries.push(route(gsi, KVM_IRQCHIP_PIC_MASTER, gsi));
+    }
+    for gsi in 8..16 {
+        entries.push(route(gsi, KVM_IRQCHIP_PIC_SLAVE, gsi - 8));
+    }
+    for gsi in (0..24).filter(|&g| g != 2) {
+        let pin = if gsi == 0 { 2 } else { gsi };
+        entries.push(route(gsi, KVM_IRQCHIP_IOAPIC, pin));
+    }
+    KvmIrqRouting::from_entries(&entries).expect("a fixed, small routing table")
+}

@@ -1,0 +1,118 @@
+//! The vCPU threads: each runs `KVM_RUN` in a loop, dispatches port and MMIO exits to the
+//! device buses, and reports what the main loop must act on (poweroff, reset, failures).
+
+use std::sync::Arc;
+
+use kvm_bindings::{kvm_lapic_state, kvm_mp_state, KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+
+use super::gate::GateDecision;
+use super::regs;
+use super::{MachineEvent, Shared};
+
+/// One vCPU and what it needs to return to its power-on state.
+pub struct Vcpu {
+    pub index: u32,
+    pub fd: VcpuFd,
+    /// The local APIC as KVM created it, LINT pins already wired; restored on every reset.
+    pub initial_lapic: kvm_lapic_state,
+}
+
+impl Vcpu {
+    fn is_boot_cpu(&self) -> bool {
+        self.index == 0
+    }
+
+    /// Puts the vCPU back into its power-on state: the boot vCPU at the kernel entry, the
+    /// others waiting for INIT/SIPI.
+    fn reset(&self, shared: &Shared) -> Result<(), regs::RegsError> {
+        self.fd.set_lapic(&self.initial_lapic)?;
+        if self.is_boot_cpu() {
+            let entry = *shared.boot_entry.lock().unwrap();
+            regs::set_boot_state(&self.fd, &shared.memory, entry)?;
+            self.fd.set_mp_state(kvm_mp_state {
+                mp_state: KVM_MP_STATE_RUNNABLE,
+            })?;
+        } else {
+            self.fd.set_mp_state(kvm_mp_state {
+                mp_state: KVM_MP_STATE_UNINITIALIZED,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The body of a vCPU thread.
+pub fn run(mut vcpu: Vcpu, shared: Arc<Shared>) {
+    shared.gate.register_current_vcpu(vcpu.fd.get_kvm_run());
+    let mut applied_reset = 0u64;
+    loop {
+        match shared.gate.pass(&mut applied_reset) {
+            GateDecision::Exit => return,
+            GateDecision::ResetThenRun => {
+                if let Err(e) = vcpu.reset(&shared) {
+                    report_failure(&shared, vcpu.index, format!("vCPU reset failed: {e}"));
+                    continue;
+                }
+            }
+            GateDecision::Run => {}
+        }
+        let exit = vcpu.fd.run();
+        match exit {
+            Ok(VcpuExit::IoIn(port, data)) => shared.pio.read(port, data),
+            Ok(VcpuExit::IoOut(port, data)) => shared.pio.write(port, data),
+            // Nothing is mapped outside RAM and the in-kernel APICs yet: reads see zeroes and
+            // writes are dropped, as for unassigned memory on QEMU.
+            Ok(VcpuExit::MmioRead(_, data)) => data.fill(0),
+            Ok(VcpuExit::MmioWrite(_, _)) => {}
+            // A triple fault resets a PC.
+            Ok(VcpuExit::Shutdown) => shared.events.send(MachineEvent::Reset),
+            Ok(VcpuExit::Hlt) => {}
+            Ok(VcpuExit::InternalError) => {
+                let suberror = vcpu.fd.get_kvm_run();
+                // SAFETY: KVM filled the `internal` member of the exit union for this exit.
+                let suberror = unsafe { suberror.__bindgen_anon_1.internal.suberror };
+                let detail = describe_internal_error(&vcpu.fd, suberror);
+                report_failure(&shared, vcpu.index, detail);
+            }
+            Ok(VcpuExit::FailEntry(reason, _)) => report_failure(
+                &shared,
+                vcpu.index,
+                format!("KVM: entry failed, hardware error {reason:#x}"),
+            ),
+            Ok(other) => report_failure(
+                &shared,
+                vcpu.index,
+                format!("KVM: unexpected exit {other:?}"),
+            ),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                vcpu.fd.set_kvm_immediate_exit(0);
+            }
+            Err(e) => report_failure(&shared, vcpu.index, format!("KVM_RUN failed: {e}")),
+        }
+    }
+}
+
+/// Stops this vCPU from running until the main loop has paused the VM for the failure.
+fn report_failure(shared: &Shared, vcpu: u32, detail: String) {
+    shared
+        .events
+        .send(MachineEvent::InternalError { vcpu, detail });
+    shared.gate.wait_until_closed();
+}
+
+/// QEMU's wording for an internal error, with the registers a developer needs to locate it.
+fn describe_internal_error(fd: &VcpuFd, suberror: u32) -> String {
+    let mut text = format!("KVM internal error. Suberror: {suberror}");
+    if suberror == kvm_bindings::KVM_INTERNAL_ERROR_EMULATION {
+        text.push_str("\nemulation failure");
+    }
+    if let (Ok(r), Ok(s)) = (fd.get_regs(), fd.get_sregs()) {
+        text.push_str(&format!(
+            "\nRAX={:016x} RBX={:016x} RCX={:016x} RDX={:016x}\nRSI={:016x} RDI={:016x} RBP={:016x} RSP={:016x}\nRIP={:016x} RFL={:08x} CS={:04x} CR0={:08x} CR3={:016x} CR4={:08x} EFER={:016x}",
+            r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp, r.rip, r.rflags,
+            s.cs.selector, s.cr0, s.cr3, s.cr4, s.efer
+        ));
+    }
+    text
+}
