@@ -155,6 +155,26 @@ fn bits_for(count: u32) -> u32 {
     }
 }
 
+/// Whether the model reports AMD's vendor string (QEMU reserves AMD's HyperTransport window
+/// for those).
+pub fn is_amd_model(supported: &CpuId, model: CpuModelKind) -> bool {
+    match model {
+        CpuModelKind::Qemu64 => QEMU64.vendor == b"AuthenticAMD",
+        CpuModelKind::Kvm64 => KVM64.vendor == b"AuthenticAMD",
+        CpuModelKind::Host | CpuModelKind::Max => supported
+            .as_slice()
+            .iter()
+            .find(|e| e.function == 0)
+            .is_some_and(|e| {
+                let vendor: Vec<u8> = [e.ebx, e.edx, e.ecx]
+                    .iter()
+                    .flat_map(|w| w.to_le_bytes())
+                    .collect();
+                vendor == b"AuthenticAMD"
+            }),
+    }
+}
+
 /// Builds the CPUID table of one vCPU from KVM's supported table.
 pub fn vcpu_cpuid(
     supported: &CpuId,

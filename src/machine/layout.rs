@@ -11,11 +11,9 @@ const DEFAULT_MAX_RAM_BELOW_4G: u64 = 0xe000_0000;
 /// The cap `gigabyte_align` machine types apply once RAM reaches the default maximum.
 const GIGABYTE_ALIGNED_LOW_RAM: u64 = 0xc000_0000;
 
-/// KVM's identity-map page and, one page later, its 3-page TSS: QEMU puts both at the top of
-/// the low BIOS area and marks the 4 pages reserved in the e820 map.
+/// KVM's identity-map page and, one page later, its 3-page TSS, where QEMU puts them.
 pub const KVM_IDENTITY_MAP_START: u64 = 0xfeff_c000;
 pub const KVM_TSS_START: u64 = KVM_IDENTITY_MAP_START + 0x1000;
-pub const KVM_RESERVED_SIZE: u64 = 0x4000;
 
 /// The local APIC and IOAPIC MMIO windows.
 pub const LAPIC_START: u64 = 0xfee0_0000;

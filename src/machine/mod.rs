@@ -168,9 +168,12 @@ impl Machine {
         vm.set_gsi_routing(&pc_irq_routing())
             .map_err(kvm_err("setting interrupt routing"))?;
 
+        let supported = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("reading supported CPUID"))?;
         let split = RamSplit::for_ram_size(config.memory.size);
         let memory = create_memory(&vm, &split)?;
-        let e820 = e820::memory_map(&split);
+        let e820 = e820::memory_map(&split, cpuid::is_amd_model(&supported, config.cpu.kind));
 
         let (sender, events) = mpsc::channel();
         let wake = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
@@ -225,9 +228,6 @@ impl Machine {
             None => return Err(MachineError::NoKernel),
         };
 
-        let supported = kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(kvm_err("reading supported CPUID"))?;
         let mut vcpus = Vec::new();
         for (index, &apic_id) in apic_ids.iter().enumerate() {
             let fd = vm
