@@ -119,11 +119,19 @@ mod tests {
     #[test]
     fn overlapping_registrations_are_refused() {
         let mut bus = PioBus::new();
-        bus.register(0x60, 1, Arc::new(Recorder::default())).unwrap();
-        bus.register(0x64, 1, Arc::new(Recorder::default())).unwrap();
-        assert!(bus.register(0x5f, 2, Arc::new(Recorder::default())).is_err());
-        assert!(bus.register(0x64, 1, Arc::new(Recorder::default())).is_err());
+        bus.register(0x60, 1, Arc::new(Recorder::default()))
+            .unwrap();
+        bus.register(0x64, 1, Arc::new(Recorder::default()))
+            .unwrap();
+        assert!(bus
+            .register(0x5f, 2, Arc::new(Recorder::default()))
+            .is_err());
+        assert!(bus
+            .register(0x64, 1, Arc::new(Recorder::default()))
+            .is_err());
         assert!(bus.register(0x61, 3, Arc::new(Recorder::default())).is_ok());
-        assert!(bus.register(0xffff, 1, Arc::new(Recorder::default())).is_ok());
+        assert!(bus
+            .register(0xffff, 1, Arc::new(Recorder::default()))
+            .is_ok());
     }
 }

@@ -163,6 +163,9 @@ mod tests {
         pm.read(PM_TMR, &mut b);
         let (a, b) = (u32::from_le_bytes(a), u32::from_le_bytes(b));
         assert!(a <= PM_TIMER_MASK && b <= PM_TIMER_MASK);
-        assert!(b.wrapping_sub(a) & PM_TIMER_MASK >= 7000, "2 ms is ~7159 ticks");
+        assert!(
+            b.wrapping_sub(a) & PM_TIMER_MASK >= 7000,
+            "2 ms is ~7159 ticks"
+        );
     }
 }

@@ -59,6 +59,15 @@ impl SerialPort {
         self.uart.lock().unwrap().fifo_capacity()
     }
 
+    /// The UART's line settings as the guest programmed them: (baud divisor, line control).
+    pub fn line_settings(&self) -> (u16, u8) {
+        let state = self.uart.lock().unwrap().state();
+        (
+            u16::from_le_bytes([state.baud_divisor_low, state.baud_divisor_high]),
+            state.line_control,
+        )
+    }
+
     /// Queues input bytes for the guest; returns how many fit.
     pub fn queue_input(&self, data: &[u8]) -> usize {
         // A full FIFO or a failed interrupt both mean "nothing more taken now".
@@ -143,6 +152,16 @@ mod tests {
         port.read(0, &mut byte);
         assert_eq!(byte, [b'b']);
         assert_eq!(drained.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn line_settings_follow_the_divisor_latch() {
+        let (port, _, _, _) = port();
+        port.write(3, &[0x83]); // DLAB on, 8 data bits
+        port.write(0, &[12]); // divisor low: 9600 baud
+        port.write(1, &[0]);
+        port.write(3, &[0x03]); // DLAB off
+        assert_eq!(port.line_settings(), (12, 0x03));
     }
 
     #[test]

@@ -27,7 +27,10 @@ const MADT_PCAT_COMPAT: u32 = 1;
 const ACTIVE_HIGH_LEVEL: u16 = 0x000d;
 
 /// Writes the tables for vCPUs with the given APIC ids and returns the RSDP address.
-pub fn write_tables(mem: &GuestMemoryMmap, apic_ids: &[u32]) -> Result<u64, vm_memory::GuestMemoryError> {
+pub fn write_tables(
+    mem: &GuestMemoryMmap,
+    apic_ids: &[u32],
+) -> Result<u64, vm_memory::GuestMemoryError> {
     let madt = madt(apic_ids);
     let madt_addr = RSDP_ADDR + 0x40;
     let rsdt_addr = align16(madt_addr + madt.len() as u64);
@@ -143,7 +146,10 @@ mod tests {
         let xsdt_addr = u64::from_le_bytes(rsdp[24..32].try_into().unwrap());
         let xsdt = read(&mem, xsdt_addr, 44);
         assert_eq!(&xsdt[..4], b"XSDT");
-        assert_eq!(u64::from_le_bytes(xsdt[36..44].try_into().unwrap()), madt_addr);
+        assert_eq!(
+            u64::from_le_bytes(xsdt[36..44].try_into().unwrap()),
+            madt_addr
+        );
 
         let header = read(&mem, madt_addr, 8);
         let madt = read(&mem, madt_addr, u32_at(&header, 4) as usize);

@@ -96,21 +96,27 @@ pub fn load_kernel(
         path: boot.kernel.clone(),
         source,
     })?;
-    let format = sniff_format(&mut kernel).map_err(|source| BootError::OpenKernel {
-        path: boot.kernel.clone(),
-        source,
-    })?
-    .ok_or_else(|| BootError::UnknownKernelFormat {
-        path: boot.kernel.clone(),
-    })?;
+    let format = sniff_format(&mut kernel)
+        .map_err(|source| BootError::OpenKernel {
+            path: boot.kernel.clone(),
+            source,
+        })?
+        .ok_or_else(|| BootError::UnknownKernelFormat {
+            path: boot.kernel.clone(),
+        })?;
     let cmdline_size = write_cmdline(mem, &boot.cmdline)?;
     match format {
         KernelFormat::Elf => {
-            let loaded = Elf::load(mem, None, &mut kernel, Some(GuestAddress(HIGH_MEMORY_START)))
-                .map_err(|e| BootError::Load {
-                    path: boot.kernel.clone(),
-                    reason: e.to_string(),
-                })?;
+            let loaded = Elf::load(
+                mem,
+                None,
+                &mut kernel,
+                Some(GuestAddress(HIGH_MEMORY_START)),
+            )
+            .map_err(|e| BootError::Load {
+                path: boot.kernel.clone(),
+                reason: e.to_string(),
+            })?;
             let PvhBootCapability::PvhEntryPresent(entry) = loaded.pvh_boot_cap else {
                 return Err(BootError::ElfWithoutPvhNote);
             };
@@ -122,11 +128,16 @@ pub fn load_kernel(
             })
         }
         KernelFormat::BzImage => {
-            let loaded = BzImage::load(mem, None, &mut kernel, Some(GuestAddress(HIGH_MEMORY_START)))
-                .map_err(|e| BootError::Load {
-                    path: boot.kernel.clone(),
-                    reason: e.to_string(),
-                })?;
+            let loaded = BzImage::load(
+                mem,
+                None,
+                &mut kernel,
+                Some(GuestAddress(HIGH_MEMORY_START)),
+            )
+            .map_err(|e| BootError::Load {
+                path: boot.kernel.clone(),
+                reason: e.to_string(),
+            })?;
             let header = loaded.setup_header.ok_or_else(|| BootError::Load {
                 path: boot.kernel.clone(),
                 reason: "no setup header".into(),

@@ -341,7 +341,10 @@ mod tests {
     #[test]
     fn one_cpu_per_socket_gives_contiguous_ids() {
         let topo = CpuTopology::new(&smp(4, 4, 1, 1));
-        assert_eq!((0..4).map(|i| topo.apic_id(i)).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert_eq!(
+            (0..4).map(|i| topo.apic_id(i)).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
     }
 
     fn fake_supported() -> CpuId {
@@ -356,7 +359,13 @@ mod tests {
                 ..Default::default()
             });
         }
-        for function in [0x8000_0000u32, 0x8000_0001, 0x8000_0002, 0x8000_0008, 0x8000_001f] {
+        for function in [
+            0x8000_0000u32,
+            0x8000_0001,
+            0x8000_0002,
+            0x8000_0008,
+            0x8000_001f,
+        ] {
             entries.push(kvm_cpuid_entry2 {
                 function,
                 eax: 0xffff_ffff,

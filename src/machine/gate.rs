@@ -196,7 +196,11 @@ mod tests {
         gate.close();
         let before = passes.load(Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(passes.load(Ordering::SeqCst), before, "no vCPU ran while closed");
+        assert_eq!(
+            passes.load(Ordering::SeqCst),
+            before,
+            "no vCPU ran while closed"
+        );
         gate.open();
         std::thread::sleep(Duration::from_millis(30));
         assert!(passes.load(Ordering::SeqCst) > before);

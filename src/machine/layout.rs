@@ -101,6 +101,9 @@ mod tests {
         let split = RamSplit::for_ram_size(0xe000_0000);
         assert_eq!(split.below_4g, 3 * GIB);
         assert_eq!(split.above_4g, GIB / 2);
-        assert_eq!(split.ranges(), vec![(0, 3 * GIB), (HIGH_RAM_START, GIB / 2)]);
+        assert_eq!(
+            split.ranges(),
+            vec![(0, 3 * GIB), (HIGH_RAM_START, GIB / 2)]
+        );
     }
 }

@@ -176,15 +176,15 @@ impl Machine {
         let e820 = e820::memory_map(&split, cpuid::is_amd_model(&supported, config.cpu.kind));
 
         let (sender, events) = mpsc::channel();
-        let wake = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
-            .map_err(MachineError::EventFd)?;
+        let wake =
+            EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(MachineError::EventFd)?;
         let event_sink = Arc::new(EventSink {
             sender: Mutex::new(sender),
             wake,
         });
 
-        let serial_irq = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
-            .map_err(MachineError::EventFd)?;
+        let serial_irq =
+            EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(MachineError::EventFd)?;
         vm.register_irqfd(&serial_irq, COM1_IRQ)
             .map_err(kvm_err("wiring the COM1 interrupt"))?;
         let serial = Arc::new(SerialPort::new(
@@ -218,9 +218,7 @@ impl Machine {
             .map_err(|e| MachineError::Memory(format!("writing ACPI tables: {e}")))?;
 
         let boot_entry = match &config.kernel_boot {
-            Some(kernel_boot) => {
-                boot::load_kernel(&memory, kernel_boot, &split, &e820, rsdp_addr)?
-            }
+            Some(kernel_boot) => boot::load_kernel(&memory, kernel_boot, &split, &e820, rsdp_addr)?,
             None if config.start_paused => BootEntry::Pvh {
                 entry: 0,
                 start_info: 0,
@@ -247,17 +245,21 @@ impl Machine {
             });
         }
 
-        let initial_irqchips = [KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQCHIP_IOAPIC]
-            .into_iter()
-            .map(|chip_id| {
-                let mut chip = kvm_bindings::kvm_irqchip {
-                    chip_id,
-                    ..Default::default()
-                };
-                vm.get_irqchip(&mut chip).map(|()| chip)
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(kvm_err("reading the interrupt controllers"))?;
+        let initial_irqchips = [
+            KVM_IRQCHIP_PIC_MASTER,
+            KVM_IRQCHIP_PIC_SLAVE,
+            KVM_IRQCHIP_IOAPIC,
+        ]
+        .into_iter()
+        .map(|chip_id| {
+            let mut chip = kvm_bindings::kvm_irqchip {
+                chip_id,
+                ..Default::default()
+            };
+            vm.get_irqchip(&mut chip).map(|()| chip)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(kvm_err("reading the interrupt controllers"))?;
         let initial_pit = vm.get_pit2().map_err(kvm_err("reading the PIT"))?;
 
         let shared = Arc::new(Shared {
@@ -438,8 +440,8 @@ fn create_memory(vm: &VmFd, split: &RamSplit) -> Result<GuestMemoryMmap, Machine
         .into_iter()
         .map(|(start, size)| (GuestAddress(start), size as usize))
         .collect();
-    let memory = GuestMemoryMmap::from_ranges(&ranges)
-        .map_err(|e| MachineError::Memory(e.to_string()))?;
+    let memory =
+        GuestMemoryMmap::from_ranges(&ranges).map_err(|e| MachineError::Memory(e.to_string()))?;
     for (slot, region) in memory.iter().enumerate() {
         let host = region
             .get_host_address(vm_memory::MemoryRegionAddress(0))

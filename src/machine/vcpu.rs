@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use kvm_bindings::{kvm_lapic_state, kvm_mp_state, KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED};
+use kvm_bindings::{
+    kvm_lapic_state, kvm_mp_state, KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED,
+};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use super::gate::GateDecision;
