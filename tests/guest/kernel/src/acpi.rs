@@ -1,0 +1,100 @@
+//! Just enough ACPI to find the MADT: RSDP -> RSDT/XSDT -> "APIC".
+
+use crate::phys;
+use crate::start_info::StartInfo;
+
+const RSDP_SIGNATURE: &[u8; 8] = b"RSD PTR ";
+const BIOS_AREA: (u64, u64) = (0xe0000, 0x100000);
+const HEADER_LEN: u64 = 36;
+
+fn checksum_ok(addr: u64, len: u64) -> bool {
+    (0..len).fold(0u8, |sum, i| sum.wrapping_add(phys::read_u8(addr + i))) == 0
+}
+
+fn signature_at(addr: u64, signature: &[u8]) -> bool {
+    signature
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| phys::read_u8(addr + i as u64) == b)
+}
+
+/// Where the RSDP was found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum RsdpSource {
+    StartInfo,
+    BiosScan,
+}
+
+/// The RSDP: from hvm_start_info when the loader filled it in, else by scanning the BIOS
+/// area on 16-byte boundaries. Only a checksummed RSDP counts.
+pub fn find_rsdp(info: &StartInfo) -> Option<(u64, RsdpSource)> {
+    let valid = |addr: u64| signature_at(addr, RSDP_SIGNATURE) && checksum_ok(addr, 20);
+    if info.rsdp_paddr != 0 && valid(info.rsdp_paddr) {
+        return Some((info.rsdp_paddr, RsdpSource::StartInfo));
+    }
+    (BIOS_AREA.0..BIOS_AREA.1)
+        .step_by(16)
+        .find(|&addr| valid(addr))
+        .map(|addr| (addr, RsdpSource::BiosScan))
+}
+
+/// Physical address of the first table with `signature`, through the XSDT (ACPI 2.0+) or
+/// the RSDT.
+pub fn find_table(rsdp: u64, signature: &[u8; 4]) -> Option<u64> {
+    let revision = phys::read_u8(rsdp + 15);
+    let (root, entry_size) = if revision >= 2 && phys::read_u64(rsdp + 24) != 0 {
+        (phys::read_u64(rsdp + 24), 8)
+    } else {
+        (u64::from(phys::read_u32(rsdp + 16)), 4)
+    };
+    let root_len = u64::from(phys::read_u32(root + 4));
+    if root_len < HEADER_LEN || !checksum_ok(root, root_len) {
+        return None;
+    }
+    (0..(root_len - HEADER_LEN) / entry_size)
+        .map(|i| {
+            let at = root + HEADER_LEN + i * entry_size;
+            if entry_size == 8 {
+                phys::read_u64(at)
+            } else {
+                u64::from(phys::read_u32(at))
+            }
+        })
+        .find(|&table| signature_at(table, signature))
+        .filter(|&table| checksum_ok(table, u64::from(phys::read_u32(table + 4))))
+}
+
+/// A processor entry of the MADT (type 0, local APIC, or type 9, local x2APIC).
+#[derive(Clone, Copy)]
+pub struct MadtCpu {
+    pub uid: u32,
+    pub apic_id: u32,
+    pub enabled: bool,
+}
+
+/// Calls `f` for every processor entry of the MADT at `madt`.
+pub fn for_each_madt_cpu(madt: u64, mut f: impl FnMut(MadtCpu)) {
+    let len = u64::from(phys::read_u32(madt + 4));
+    let mut at = madt + HEADER_LEN + 8; // after the local APIC address and the flags
+    while at + 2 <= madt + len {
+        let kind = phys::read_u8(at);
+        let entry_len = u64::from(phys::read_u8(at + 1));
+        if entry_len < 2 {
+            break;
+        }
+        match kind {
+            0 if entry_len >= 8 => f(MadtCpu {
+                uid: u32::from(phys::read_u8(at + 2)),
+                apic_id: u32::from(phys::read_u8(at + 3)),
+                enabled: phys::read_u32(at + 4) & 1 != 0,
+            }),
+            9 if entry_len >= 16 => f(MadtCpu {
+                uid: phys::read_u32(at + 12),
+                apic_id: phys::read_u32(at + 4),
+                enabled: phys::read_u32(at + 8) & 1 != 0,
+            }),
+            _ => {}
+        }
+        at += entry_len;
+    }
+}
