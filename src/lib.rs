@@ -11,6 +11,7 @@ pub mod config;
 pub mod hw;
 pub mod machine;
 pub mod monitor;
+pub mod process;
 pub mod qga;
 pub mod trace;
 
