@@ -10,7 +10,9 @@
 //! - `<case>::vmscope` runs QEMU and vmscope and requires the same lines and exit status.
 //!   It needs /dev/kvm: without it, it says `SKIPPED (no /dev/kvm)` and passes.
 //!
-//! QEMU runs with `-accel tcg` (`VMSCOPE_QEMU_ACCEL` overrides); vmscope gets the same
+//! QEMU runs with `-accel tcg` (`VMSCOPE_QEMU_ACCEL` overrides, for investigation only: the
+//! golden files are TCG's, and under `-accel kvm` QEMU's memory map has one more reserved
+//! entry, 0xfeffc000-0xfeffffff for KVM's TSS and identity map); vmscope gets the same
 //! arguments without `-accel`.
 
 mod common;
