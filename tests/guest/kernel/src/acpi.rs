@@ -72,29 +72,71 @@ pub struct MadtCpu {
     pub enabled: bool,
 }
 
-/// Calls `f` for every processor entry of the MADT at `madt`.
-pub fn for_each_madt_cpu(madt: u64, mut f: impl FnMut(MadtCpu)) {
+/// Calls `f(kind, address, length)` for every entry of the MADT at `madt`.
+fn for_each_madt_entry(madt: u64, mut f: impl FnMut(u8, u64, u64)) {
     let len = u64::from(phys::read_u32(madt + 4));
     let mut at = madt + HEADER_LEN + 8; // after the local APIC address and the flags
     while at + 2 <= madt + len {
-        let kind = phys::read_u8(at);
         let entry_len = u64::from(phys::read_u8(at + 1));
         if entry_len < 2 {
             break;
         }
-        match kind {
-            0 if entry_len >= 8 => f(MadtCpu {
-                uid: u32::from(phys::read_u8(at + 2)),
-                apic_id: u32::from(phys::read_u8(at + 3)),
-                enabled: phys::read_u32(at + 4) & 1 != 0,
-            }),
-            9 if entry_len >= 16 => f(MadtCpu {
-                uid: phys::read_u32(at + 12),
-                apic_id: phys::read_u32(at + 4),
-                enabled: phys::read_u32(at + 8) & 1 != 0,
-            }),
-            _ => {}
-        }
+        f(phys::read_u8(at), at, entry_len);
         at += entry_len;
     }
+}
+
+/// Calls `f` for every processor entry of the MADT at `madt`.
+pub fn for_each_madt_cpu(madt: u64, mut f: impl FnMut(MadtCpu)) {
+    for_each_madt_entry(madt, |kind, at, len| match kind {
+        0 if len >= 8 => f(MadtCpu {
+            uid: u32::from(phys::read_u8(at + 2)),
+            apic_id: u32::from(phys::read_u8(at + 3)),
+            enabled: phys::read_u32(at + 4) & 1 != 0,
+        }),
+        9 if len >= 16 => f(MadtCpu {
+            uid: phys::read_u32(at + 12),
+            apic_id: phys::read_u32(at + 4),
+            enabled: phys::read_u32(at + 8) & 1 != 0,
+        }),
+        _ => {}
+    });
+}
+
+/// An I/O APIC entry of the MADT (type 1).
+#[derive(Clone, Copy)]
+pub struct MadtIoApic {
+    pub id: u8,
+    pub address: u64,
+    pub gsi_base: u32,
+}
+
+/// The first I/O APIC the MADT lists.
+pub fn madt_ioapic(madt: u64) -> Option<MadtIoApic> {
+    let mut found = None;
+    for_each_madt_entry(madt, |kind, at, len| {
+        if kind == 1 && len >= 12 && found.is_none() {
+            found = Some(MadtIoApic {
+                id: phys::read_u8(at + 2),
+                address: u64::from(phys::read_u32(at + 4)),
+                gsi_base: phys::read_u32(at + 8),
+            });
+        }
+    });
+    found
+}
+
+/// Where an ISA IRQ arrives at the I/O APICs: `(gsi, MPS INTI flags)`. Without an interrupt
+/// source override (type 2) the IRQ is identity-mapped with conforming (ISA) polarity/trigger.
+pub fn isa_irq_route(madt: u64, irq: u8) -> (u32, u16) {
+    let mut route = (u32::from(irq), 0);
+    for_each_madt_entry(madt, |kind, at, len| {
+        if kind == 2 && len >= 10 && phys::read_u8(at + 3) == irq {
+            route = (
+                phys::read_u32(at + 4),
+                u16::from(phys::read_u8(at + 8)) | (u16::from(phys::read_u8(at + 9)) << 8),
+            );
+        }
+    });
+    route
 }

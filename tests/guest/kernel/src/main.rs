@@ -10,6 +10,7 @@ mod acpi;
 mod boot;
 mod console;
 mod interrupts;
+mod ioapic;
 mod lapic;
 mod mem;
 mod phys;

@@ -4,13 +4,14 @@
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::boot::{ap_trampoline, AP_TRAMPOLINE_BASE};
+use crate::start_info::StartInfo;
 use crate::{lapic, phys, pit};
 
 pub const MAX_CPUS: usize = 32;
 const AP_STACK_SIZE: usize = 16 * 1024;
 /// How long an AP may take to report in: generous, since the KVM on the project's machines
 /// emulates every guest instruction.
-const AP_TIMEOUT_MS: u64 = 2000;
+const AP_TIMEOUT_MS: u64 = 10_000;
 const POLL_MS: u64 = 1;
 
 #[repr(C, align(16))]
@@ -37,13 +38,19 @@ extern "C" fn ap_main() -> ! {
     crate::power::halt_forever()
 }
 
-/// Copies the trampoline below 1 MiB. It must fit in the page below the SIPI limit.
-pub fn install_trampoline() {
+/// Copies the trampoline to its page below 1 MiB, after checking that the page is free RAM.
+pub fn install_trampoline(info: &StartInfo) -> Result<(), &'static str> {
     let code = ap_trampoline();
-    // SAFETY: AP_TRAMPOLINE_BASE is conventional memory below the EBDA that no firmware
-    // structure the kernel uses lives in (hvm_start_info, the command line and ACPI tables
-    // are above 0x9fc00 on QEMU; vmscope keeps the same layout).
+    if code.len() > 4096 {
+        return Err("the AP trampoline is larger than a page");
+    }
+    if !info.is_free_ram(AP_TRAMPOLINE_BASE, 4096) {
+        return Err("the AP trampoline page is not free RAM in the memory map");
+    }
+    // SAFETY: the page is RAM that the memory map offers and that holds nothing the loader
+    // handed over (checked above); this kernel keeps nothing below 1 MiB.
     unsafe { phys::write_bytes(AP_TRAMPOLINE_BASE, code) };
+    Ok(())
 }
 
 /// Starts the AP with `apic_id` and waits for it to report in; returns whether it did.

@@ -10,11 +10,15 @@ const OFF_CMDLINE_PADDR: u64 = 24;
 const OFF_RSDP_PADDR: u64 = 32;
 const OFF_MEMMAP_PADDR: u64 = 40;
 const OFF_MEMMAP_ENTRIES: u64 = 48;
-const MEMMAP_ENTRY_SIZE: u64 = 24;
+/// Size of the structure (version 1).
+pub const SIZE: u64 = 56;
+pub const MEMMAP_ENTRY_SIZE: u64 = 24;
+pub const E820_RAM: u32 = 1;
 const CMDLINE_MAX: usize = 256;
 
 #[derive(Clone, Copy)]
 pub struct StartInfo {
+    pub paddr: u64,
     pub version: u32,
     pub cmdline_paddr: u64,
     pub rsdp_paddr: u64,
@@ -66,6 +70,7 @@ impl StartInfo {
             (0, 0)
         };
         Some(StartInfo {
+            paddr,
             version,
             cmdline_paddr: phys::read_u64(paddr + OFF_CMDLINE_PADDR),
             rsdp_paddr: phys::read_u64(paddr + OFF_RSDP_PADDR),
@@ -90,6 +95,22 @@ impl StartInfo {
             }
         }
         cmdline
+    }
+
+    /// Whether `[addr, addr + len)` lies inside one RAM entry of the memory map and clear of
+    /// everything the loader handed over (this structure, its memory map, the command line).
+    pub fn is_free_ram(&self, addr: u64, len: u64) -> bool {
+        let overlaps = |start: u64, size: u64| start < addr + len && addr < start + size;
+        let cmdline_len = self.cmdline().as_bytes().len() as u64 + 1;
+        let memmap_len = u64::from(self.memmap_entries) * MEMMAP_ENTRY_SIZE;
+        let in_ram = (0..self.memmap_entries)
+            .map(|i| self.memmap_entry(i))
+            .any(|e| e.kind == E820_RAM && e.addr <= addr && addr + len <= e.addr + e.size);
+        let cmdline_clear = self.cmdline_paddr == 0 || !overlaps(self.cmdline_paddr, cmdline_len);
+        in_ram
+            && cmdline_clear
+            && !overlaps(self.paddr, SIZE)
+            && !overlaps(self.memmap_paddr, memmap_len)
     }
 
     /// Entry `i` of the memory map (`i < memmap_entries`).

@@ -4,9 +4,7 @@
 use crate::console::{Dec, Hex};
 use crate::kprintln;
 use crate::phys;
-use crate::start_info::StartInfo;
-
-const E820_RAM: u32 = 1;
+use crate::start_info::{StartInfo, E820_RAM};
 
 pub fn run(info: &StartInfo) {
     kprintln!(

@@ -38,7 +38,10 @@ pub fn run(info: &StartInfo) {
         }
     });
 
-    smp::install_trampoline();
+    if let Err(why) = smp::install_trampoline(info) {
+        kprintln!("smp: cannot start APs: ", why);
+        return;
+    }
     let mut failed = [0u32; MAX_CPUS];
     let mut failures = 0;
     for &id in &ap_ids[..aps] {
