@@ -54,7 +54,10 @@ pub struct Chardevs {
 impl Chardevs {
     /// Opens every configured chardev and registers its fds with the loop. Servers with
     /// `wait` block here until their first client connects, as QEMU does at start-up.
-    pub fn open(configs: &[ChardevConfig], main_loop: &mut MainLoop) -> Result<Chardevs, ChardevError> {
+    pub fn open(
+        configs: &[ChardevConfig],
+        main_loop: &mut MainLoop,
+    ) -> Result<Chardevs, ChardevError> {
         let mut devices = HashMap::new();
         for config in configs {
             let dev = Chardev::new(&config.id, config.mux, main_loop.handle());
@@ -84,7 +87,11 @@ impl Chardevs {
     }
 }
 
-fn open_backend(config: &ChardevConfig, dev: &Arc<Chardev>, main_loop: &mut MainLoop) -> Result<(), ChardevError> {
+fn open_backend(
+    config: &ChardevConfig,
+    dev: &Arc<Chardev>,
+    main_loop: &mut MainLoop,
+) -> Result<(), ChardevError> {
     if config.logfile.is_some() {
         return Err(ChardevError::Unsupported {
             id: config.id.clone(),
@@ -344,7 +351,13 @@ fn open_socket(
             crate::program_name()
         );
         let stream = listener.accept().map_err(ChardevError::Loop)?;
-        attach_client(stream, socket.telnet, dev.clone(), main_loop, Some(listener.clone()))?;
+        attach_client(
+            stream,
+            socket.telnet,
+            dev.clone(),
+            main_loop,
+            Some(listener.clone()),
+        )?;
     } else {
         watch_listener(listener, socket.telnet, dev.clone(), main_loop)?;
     }
@@ -363,7 +376,15 @@ fn watch_listener(
     let handler = Box::new(move |main_loop: &mut MainLoop, _: EventSet| {
         if let Ok(stream) = listener.accept() {
             main_loop.remove(fd);
-            if attach_client(stream, telnet, dev.clone(), main_loop, Some(listener.clone())).is_err() {
+            if attach_client(
+                stream,
+                telnet,
+                dev.clone(),
+                main_loop,
+                Some(listener.clone()),
+            )
+            .is_err()
+            {
                 let _ = watch_listener(listener.clone(), telnet, dev.clone(), main_loop);
             }
         }

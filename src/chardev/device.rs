@@ -74,7 +74,10 @@ impl Chardev {
     }
 
     /// Connects a front end. A non-mux chardev takes one; a mux gives focus to the first.
-    pub fn attach(self: &Arc<Self>, frontend: Arc<dyn Frontend>) -> Result<ChardevWriter, AttachError> {
+    pub fn attach(
+        self: &Arc<Self>,
+        frontend: Arc<dyn Frontend>,
+    ) -> Result<ChardevWriter, AttachError> {
         let mut state = self.state.lock().unwrap();
         if !state.mux && !state.frontends.is_empty() {
             return Err(AttachError::Busy(self.id.clone()));
@@ -102,7 +105,11 @@ impl Chardev {
     fn write_out(&self, data: &[u8]) {
         let mut state = self.state.lock().unwrap();
         if let Sink::Writer(writer) = &mut state.sink {
-            if writer.write_all(data).and_then(|()| writer.flush()).is_err() {
+            if writer
+                .write_all(data)
+                .and_then(|()| writer.flush())
+                .is_err()
+            {
                 // A vanished client: drop output until the next one connects.
                 state.sink = Sink::Discard;
             }

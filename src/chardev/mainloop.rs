@@ -79,16 +79,22 @@ impl MainLoop {
     /// Watches `fd` for `events`; the handler runs on the loop thread. The caller keeps the
     /// fd open until it calls [`MainLoop::remove`].
     pub fn add(&mut self, fd: RawFd, events: EventSet, handler: FdHandler) -> std::io::Result<()> {
-        self.epoll
-            .ctl(ControlOperation::Add, fd, EpollEvent::new(events, fd as u64))?;
+        self.epoll.ctl(
+            ControlOperation::Add,
+            fd,
+            EpollEvent::new(events, fd as u64),
+        )?;
         self.handlers.insert(fd, handler);
         Ok(())
     }
 
     /// Changes the events watched on `fd`.
     pub fn modify(&mut self, fd: RawFd, events: EventSet) -> std::io::Result<()> {
-        self.epoll
-            .ctl(ControlOperation::Modify, fd, EpollEvent::new(events, fd as u64))
+        self.epoll.ctl(
+            ControlOperation::Modify,
+            fd,
+            EpollEvent::new(events, fd as u64),
+        )
     }
 
     /// Stops watching `fd`.

@@ -129,7 +129,7 @@ pub struct Machine {
     shared: Arc<Shared>,
     vcpus: Vec<vcpu::Vcpu>,
     threads: Vec<JoinHandle<()>>,
-    events: Receiver<MachineEvent>,
+    events: Mutex<Receiver<MachineEvent>>,
     serial: Arc<SerialPort>,
     kernel_boot: Option<KernelBoot>,
     split: RamSplit,
@@ -274,7 +274,7 @@ impl Machine {
             shared,
             vcpus,
             threads: Vec::new(),
-            events,
+            events: Mutex::new(events),
             serial,
             kernel_boot: config.kernel_boot.clone(),
             split,
@@ -353,7 +353,10 @@ impl Machine {
     /// Acts on everything the vCPUs reported since the last call.
     pub fn handle_events(&self) -> Next {
         let _ = self.shared.events.wake.read();
-        while let Ok(event) = self.events.try_recv() {
+        loop {
+            let Ok(event) = self.events.lock().unwrap().try_recv() else {
+                break;
+            };
             match event {
                 MachineEvent::PowerOff => {
                     if !self.no_shutdown {

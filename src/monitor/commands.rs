@@ -150,7 +150,10 @@ mod tests {
             "VM status: running\n"
         );
         execute_hmp("stop", &vm);
-        assert_eq!(execute_hmp("info status", &vm).output, "VM status: paused\n");
+        assert_eq!(
+            execute_hmp("info status", &vm).output,
+            "VM status: paused\n"
+        );
     }
 
     #[test]
