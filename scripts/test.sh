@@ -14,7 +14,8 @@ rm -f "$kvm_log"
 export VMSCOPE_KVM_LOG="$kvm_log"
 
 output="$top/target/test-output.log"
-cargo test --all-targets --no-fail-fast 2>&1 | tee "$output"
+# One test at a time: the scenarios time guests under emulation on 2 cores.
+cargo test --all-targets --no-fail-fast -- --test-threads=1 2>&1 | tee "$output"
 status=${PIPESTATUS[0]}
 
 passed=0
