@@ -167,9 +167,14 @@ pub struct SocketChardev {
 /// Address of a socket chardev.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SocketAddress {
-    Unix { path: PathBuf },
+    Unix {
+        path: PathBuf,
+    },
     /// `host` may be empty (all interfaces), as in `tcp::4444,server`.
-    Tcp { host: String, port: u16 },
+    Tcp {
+        host: String,
+        port: u16,
+    },
 }
 
 /// One monitor instance.

@@ -61,12 +61,17 @@ impl Counter {
     }
 }
 
-/// Checks `img`; with `repair`, fixes leaks and refcount errors (QEMU's `-r all`).
-pub fn check(img: &Qcow2Image, repair: bool) -> BlockResult<CheckReport> {
-    img.with_state(|img, st| check_locked(img, st, repair))
+/// Checks `img`; `fix_leaks` is `-r leaks`, both flags are `-r all`.
+pub fn check(img: &Qcow2Image, fix_leaks: bool, fix_errors: bool) -> BlockResult<CheckReport> {
+    img.with_state(|img, st| check_locked(img, st, fix_leaks, fix_errors))
 }
 
-fn check_locked(img: &Qcow2Image, st: &mut ImageState, repair: bool) -> BlockResult<CheckReport> {
+fn check_locked(
+    img: &Qcow2Image,
+    st: &mut ImageState,
+    fix_leaks: bool,
+    fix_errors: bool,
+) -> BlockResult<CheckReport> {
     let writable = !img.is_read_only();
     if writable {
         img.flush_state(st)?;
@@ -153,42 +158,86 @@ fn check_locked(img: &Qcow2Image, st: &mut ImageState, repair: bool) -> BlockRes
             ));
         }
     }
-    // Compare.
+    // Compare (QEMU compares the clusters inside the file only).
     let per_block = refcount::entries_per_block(cb, img.refcount_order());
     let covered = reftable.len() as u64 * per_block;
-    let mut mismatches: Vec<(u64, u64, u64)> = Vec::new();
     let mut highest = 0u64;
-    let limit = nclusters.max(covered.min(nclusters + per_block));
-    for c in 0..limit {
+    let mut rebuild = false;
+    let max = refcount::max_value(img.refcount_order());
+    for c in 0..nclusters {
         let on_disk = if c < covered {
-            img_refcount(img, st, c)?
+            img.get_refcount(st, c)?
         } else {
             0
         };
-        let computed = cnt.refs.get(c as usize).copied().unwrap_or(0);
+        let computed = cnt.refs[c as usize];
         if on_disk > 0 || computed > 0 {
             highest = c;
         }
-        if on_disk != computed {
-            mismatches.push((c, on_disk, computed));
+        if on_disk == computed {
+            continue;
+        }
+        let fix = if on_disk > computed {
+            fix_leaks
+        } else {
+            fix_errors
+        };
+        let in_place = fix && writable && on_disk != 0 && computed <= max;
+        if fix && writable && !in_place {
+            rebuild = true;
+        }
+        r.messages.push(format!(
+            "{} cluster {c} refcount={on_disk} reference={computed}",
+            if in_place {
+                "Repairing"
+            } else if on_disk < computed {
+                "ERROR"
+            } else {
+                "Leaked"
+            }
+        ));
+        if in_place {
+            img.set_refcount(st, c, computed)?;
+            if on_disk > computed {
+                r.leaks_fixed += 1;
+            } else {
+                r.corruptions_fixed += 1;
+            }
+        }
+        if on_disk < computed {
+            r.corruptions += 1;
+        } else {
+            r.leaks += 1;
         }
     }
     r.image_end_offset = (highest + 1) * cs;
-    // OFLAG_COPIED consistency of the active tables.
-    let mut copied_errors = 0u64;
+    if rebuild {
+        if cnt.refs.iter().any(|&v| v > max) {
+            return Err(BlockError::Corrupt(
+                "Cannot repair: a reference count exceeds the refcount width".into(),
+            ));
+        }
+        rebuild_refcounts(img, st, &cnt.refs)?;
+        r.messages.push("Rebuilding refcount structure".to_string());
+        r.leaks_fixed = r.leaks;
+        r.corruptions_fixed = r.corruptions;
+    } else if r.leaks_fixed + r.corruptions_fixed > 0 {
+        img.flush_state(st)?;
+    }
+    // OFLAG_COPIED consistency of the active tables, against the refcounts now on disk.
     for (i, &e) in l1.iter().enumerate() {
         let off = e & L1E_OFFSET_MASK;
         if off == 0 || !off.is_multiple_of(cs) || off >> cb >= nclusters {
             continue;
         }
-        let rc = cnt.refs[(off >> cb) as usize];
+        let rc = img.get_refcount(st, off >> cb)?;
         if (rc == 1) != (e & OFLAG_COPIED != 0) {
             r.messages.push(format!(
                 "ERROR OFLAG_COPIED L2 cluster: l1_index={i} l1_entry={e:x} refcount={rc}"
             ));
-            copied_errors += 1;
+            r.corruptions += 1;
         }
-        for (j, l2e) in img.read_l2_table(off)?.into_iter().enumerate() {
+        for l2e in img.read_l2_table(off)? {
             if l2e & OFLAG_COMPRESSED != 0 {
                 continue;
             }
@@ -196,65 +245,18 @@ fn check_locked(img: &Qcow2Image, st: &mut ImageState, repair: bool) -> BlockRes
             if d == 0 || !d.is_multiple_of(cs) || d >> cb >= nclusters {
                 continue;
             }
-            let rc = cnt.refs[(d >> cb) as usize];
+            let rc = img.get_refcount(st, d >> cb)?;
             if (rc == 1) != (l2e & OFLAG_COPIED != 0) {
                 r.messages.push(format!(
                     "ERROR OFLAG_COPIED data cluster: l2_entry={l2e:x} refcount={rc}"
                 ));
-                copied_errors += 1;
-                let _ = j;
+                r.corruptions += 1;
             }
         }
-    }
-    r.corruptions += copied_errors;
-
-    let mut need_rebuild = false;
-    for &(c, on_disk, computed) in &mismatches {
-        if on_disk == 0 {
-            need_rebuild |= repair;
-        }
-        let fixing = repair && on_disk != 0;
-        let kind = if fixing {
-            "Repairing"
-        } else if on_disk < computed {
-            "ERROR"
-        } else {
-            "Leaked"
-        };
-        r.messages.push(format!(
-            "{kind} cluster {c} refcount={on_disk} reference={computed}"
-        ));
-        if on_disk < computed {
-            r.corruptions += 1;
-        } else {
-            r.leaks += 1;
-        }
-    }
-    if repair && writable && (!mismatches.is_empty()) {
-        let max = refcount::max_value(img.refcount_order());
-        if cnt.refs.iter().any(|&v| v > max) {
-            return Err(BlockError::Corrupt(
-                "Cannot repair: a reference count exceeds the refcount width".into(),
-            ));
-        }
-        rebuild_refcounts(img, st, &cnt.refs)?;
-        for &(_, on_disk, computed) in &mismatches {
-            if on_disk < computed {
-                r.corruptions_fixed += 1;
-            } else {
-                r.leaks_fixed += 1;
-            }
-        }
-        let _ = need_rebuild;
     }
     r.corruptions_after = r.corruptions - r.corruptions_fixed;
     r.leaks_after = r.leaks - r.leaks_fixed;
     Ok(r)
-}
-
-fn img_refcount(img: &Qcow2Image, st: &mut ImageState, c: u64) -> BlockResult<u64> {
-    // The image lock is held by the caller: go through the locked state.
-    img.get_refcount(st, c)
 }
 
 fn count_l1(

@@ -201,12 +201,24 @@ pub fn create(path: &Path, opts: &Qcow2CreateOptions) -> BlockResult<()> {
 fn preallocate(img: &Qcow2Image, mode: Preallocation) -> BlockResult<()> {
     let cs = img.cluster_size();
     let size = img.virtual_size();
+    // L2 tables first, then the data clusters in one contiguous run, so that `full` can
+    // zero the data without touching metadata.
+    let span = cs << (img.cluster_bits() - 3);
     let mut g = 0;
-    let mut data_start = None;
+    while g < size {
+        img.with_state(|img, st| img.set_l2_entry(st, g, 0))?;
+        g += span;
+    }
+    // Refcount blocks may land between data clusters: remember the data runs exactly.
+    let mut g = 0;
+    let mut runs: Vec<(u64, u64)> = Vec::new();
     let mut data_end = 0;
     while g < size {
         let host = img.preallocate_cluster(g)?;
-        data_start.get_or_insert(host);
+        match runs.last_mut() {
+            Some((s, l)) if *s + *l == host => *l += cs,
+            _ => runs.push((host, cs)),
+        }
         data_end = data_end.max(host + cs);
         g += cs;
     }
@@ -221,16 +233,17 @@ fn preallocate(img: &Qcow2Image, mode: Preallocation) -> BlockResult<()> {
             }
         }
         Preallocation::Falloc => {
-            let start = data_start.unwrap_or(end);
-            file.fallocate(start, end - start)?;
+            for (s, l) in runs {
+                file.fallocate(s, l)?;
+            }
         }
         Preallocation::Full => {
-            let start = data_start.unwrap_or(end);
-            let old_len = file.len()?;
-            if old_len < end {
+            if file.len()? < end {
                 file.set_len(end)?;
             }
-            file.write_zeroes(start, end - start)?;
+            for (s, l) in runs {
+                file.write_zeroes(s, l)?;
+            }
         }
     }
     file.flush()

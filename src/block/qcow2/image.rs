@@ -333,7 +333,7 @@ impl Qcow2Image {
             file,
         };
         if dirty && !img.read_only {
-            let report = super::check::check(&img, true)?;
+            let report = super::check::check(&img, true, true)?;
             if report.check_errors > 0 || report.corruptions_after > 0 {
                 return Err(corrupt("Could not repair dirty image"));
             }
@@ -647,6 +647,16 @@ impl Qcow2Image {
                 refcount::get(b, order, idx)
             })
             .expect("just cached"))
+    }
+
+    /// Sets the refcount of a cluster whose refcount block exists (repairs).
+    pub(super) fn set_refcount(&self, st: &mut State, cluster: u64, value: u64) -> BlockResult<()> {
+        let cur = self.get_refcount(st, cluster)?;
+        let delta = value as i128 - cur as i128;
+        if delta == 0 {
+            return Ok(());
+        }
+        self.update_refcounts(st, cluster << self.cluster_bits, 1, delta as i64)
     }
 
     /// Public refcount lookup for checks.
@@ -1200,6 +1210,33 @@ impl Qcow2Image {
             pos += cs;
         }
         Ok(())
+    }
+
+    /// Drops every cluster of the active table so the backing file shows through again
+    /// (`qemu-img commit` empties the overlay this way).
+    pub fn make_empty(&self) -> BlockResult<()> {
+        self.check_writable()?;
+        let mut st = self.lock();
+        let size = st.header.size;
+        let version = st.header.version;
+        let cs = self.cluster_size;
+        let span = cs << self.l2_bits;
+        for i in 0..st.l1.len() {
+            if st.l1[i] & L1E_OFFSET_MASK == 0 {
+                continue;
+            }
+            let base = i as u64 * span;
+            let mut g = base;
+            while g < (base + span).min(size) {
+                let old = self.decode_entry(version, self.l2_entry(&mut st, g)?)?;
+                if old != ClusterMapping::Unallocated {
+                    self.set_l2_entry(&mut st, g, 0)?;
+                    self.release_old(&mut st, old);
+                }
+                g += cs;
+            }
+        }
+        self.flush_locked(&mut st)
     }
 
     // ----- flushing -----
