@@ -36,7 +36,7 @@ pub enum BlockError {
     #[error("Request out of range: offset {offset} length {len} on a {size}-byte disk")]
     OutOfRange { offset: u64, len: u64, size: u64 },
     /// The backing chain loops back on itself.
-    #[error("Backing file '{0}' forms a loop in the backing chain")]
+    #[error("Backing file '{0}' creates an infinite loop.")]
     BackingLoop(String),
 }
 

@@ -373,6 +373,24 @@ fn rebuild_refcounts(img: &Qcow2Image, st: &mut ImageState, refs: &[u64]) -> Blo
     let blocks_start = table_start + t;
     let total = blocks_start + b;
     let mut all = refs.to_vec();
+    // The old refcount table and blocks stop being referenced at the switch.
+    {
+        let h = Qcow2Image::state_header(st);
+        let first = h.refcount_table_offset >> cb;
+        for c in first..first + h.refcount_table_clusters as u64 {
+            if let Some(v) = all.get_mut(c as usize) {
+                *v = v.saturating_sub(1);
+            }
+        }
+        for e in Qcow2Image::state_reftable(st) {
+            let off = e & REFT_OFFSET_MASK;
+            if off != 0 && off.is_multiple_of(cs) {
+                if let Some(v) = all.get_mut((off >> cb) as usize) {
+                    *v = v.saturating_sub(1);
+                }
+            }
+        }
+    }
     all.resize(total as usize, 0);
     for c in table_start..total {
         all[c as usize] = 1;

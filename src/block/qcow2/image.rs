@@ -1020,6 +1020,13 @@ impl Qcow2Image {
             let old = self.decode_entry(version, self.l2_entry(&mut st, cur)?)?;
             match old {
                 ClusterMapping::Data { host, copied: true } => {
+                    if self.overlaps_fixed_metadata(&st, host, cs) {
+                        // A hostile or damaged L2 entry must not let guest data overwrite the
+                        // header or a table (QEMU's overlap check).
+                        return Err(corrupt(format!(
+                            "Preventing invalid write on metadata (data cluster at {host:#x} overlaps the header or a table)"
+                        )));
+                    }
                     self.file.write_at(part, host + in_cluster)?;
                 }
                 _ => {
