@@ -1,0 +1,566 @@
+//! A block node as the guest device and the monitor see it: the active image on top of its
+//! backing chain. Every operation walks the chain with a loop over `layers` (index 0 is the
+//! active image), never by recursion, so chain length costs no stack.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use super::error::{BlockError, BlockResult};
+use super::options::CacheMode;
+use super::qcow2::{ClusterMapping, MetadataCache, Qcow2Image};
+use super::raw::RawImage;
+
+/// The image format of one layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageFormat {
+    Raw,
+    Qcow2,
+}
+
+impl ImageFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageFormat::Raw => "raw",
+            ImageFormat::Qcow2 => "qcow2",
+        }
+    }
+    pub fn parse(s: &str) -> BlockResult<Self> {
+        match s {
+            "raw" => Ok(ImageFormat::Raw),
+            "qcow2" => Ok(ImageFormat::Qcow2),
+            other => Err(BlockError::Unsupported(format!("Unknown driver '{other}'"))),
+        }
+    }
+}
+
+/// The driver of one layer.
+#[allow(clippy::large_enum_variant)] // one per layer, never moved around
+pub enum ImageDriver {
+    Raw(RawImage),
+    Qcow2(Qcow2Image),
+}
+
+/// One image of a chain.
+pub struct Layer {
+    pub driver: ImageDriver,
+    /// The file name as QEMU reports it (the path used to open it).
+    pub filename: PathBuf,
+    /// QEMU-style node name (`#blockNNN` when generated).
+    pub node_name: String,
+    /// Backing file name as written in this image's header (not resolved).
+    pub backing_name: Option<String>,
+    /// Backing format from the header extension.
+    pub backing_format: Option<String>,
+}
+
+/// What one layer says about a range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerMapping {
+    /// Not allocated in this layer.
+    Unallocated,
+    /// Reads as zeros.
+    Zero,
+    /// Plain data at `host` in this layer's file.
+    Data { host: u64 },
+    /// Part of a compressed cluster.
+    Compressed { entry: u64, in_cluster: u64 },
+}
+
+/// A run starting at the asked offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerExtent {
+    pub len: u64,
+    pub mapping: LayerMapping,
+}
+
+impl Layer {
+    pub fn format(&self) -> ImageFormat {
+        match self.driver {
+            ImageDriver::Raw(_) => ImageFormat::Raw,
+            ImageDriver::Qcow2(_) => ImageFormat::Qcow2,
+        }
+    }
+
+    pub fn virtual_size(&self) -> BlockResult<u64> {
+        match &self.driver {
+            ImageDriver::Raw(r) => r.virtual_size(),
+            ImageDriver::Qcow2(q) => Ok(q.virtual_size()),
+        }
+    }
+
+    pub fn qcow2(&self) -> Option<&Qcow2Image> {
+        match &self.driver {
+            ImageDriver::Qcow2(q) => Some(q),
+            _ => None,
+        }
+    }
+
+    pub fn file(&self) -> &super::host_file::HostFile {
+        match &self.driver {
+            ImageDriver::Raw(r) => r.file(),
+            ImageDriver::Qcow2(q) => q.file(),
+        }
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        match &self.driver {
+            ImageDriver::Raw(r) => r.file().is_read_only(),
+            ImageDriver::Qcow2(q) => q.is_read_only(),
+        }
+    }
+
+    /// This layer's own mapping of `[off, off+max)`; `off` must be below the virtual size.
+    pub fn map(&self, off: u64, max: u64) -> BlockResult<LayerExtent> {
+        match &self.driver {
+            ImageDriver::Raw(_) => Ok(LayerExtent {
+                len: max,
+                mapping: LayerMapping::Data { host: off },
+            }),
+            ImageDriver::Qcow2(q) => {
+                let e = q.map(off, max)?;
+                let cs = q.cluster_size();
+                let mapping = match e.mapping {
+                    ClusterMapping::Unallocated => LayerMapping::Unallocated,
+                    ClusterMapping::Zero { .. } => LayerMapping::Zero,
+                    ClusterMapping::Data { .. } => LayerMapping::Data {
+                        host: e.host_offset.expect("data extents carry an offset"),
+                    },
+                    ClusterMapping::Compressed { entry } => LayerMapping::Compressed {
+                        entry,
+                        in_cluster: off & (cs - 1),
+                    },
+                };
+                Ok(LayerExtent {
+                    len: e.len,
+                    mapping,
+                })
+            }
+        }
+    }
+
+    fn read_mapped(&self, m: LayerMapping, buf: &mut [u8]) -> BlockResult<()> {
+        match m {
+            LayerMapping::Unallocated | LayerMapping::Zero => {
+                buf.fill(0);
+                Ok(())
+            }
+            LayerMapping::Data { host } => self.file().read_at(buf, host),
+            LayerMapping::Compressed { entry, in_cluster } => match &self.driver {
+                ImageDriver::Qcow2(q) => q.read_compressed(entry, in_cluster, buf),
+                ImageDriver::Raw(_) => Err(BlockError::Corrupt(
+                    "compressed mapping on a raw image".into(),
+                )),
+            },
+        }
+    }
+
+    fn flush(&self) -> BlockResult<()> {
+        match &self.driver {
+            ImageDriver::Raw(r) => r.file().flush(),
+            ImageDriver::Qcow2(q) => q.flush(),
+        }
+    }
+}
+
+/// Allocation status of a range through the chain (`qemu-img map`, `block-stream`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockStatus {
+    pub len: u64,
+    /// Index of the layer that provides the data (0 = active image); `None` when no layer
+    /// allocates it.
+    pub depth: Option<usize>,
+    pub zero: bool,
+    pub data: bool,
+    /// Offset in the providing layer's file, when the data lies there uncompressed.
+    pub host_offset: Option<u64>,
+}
+
+/// The block node: the active image and its backing chain.
+pub struct BlockNode {
+    node_name: String,
+    layers: RwLock<Vec<Arc<Layer>>>,
+    read_only: bool,
+    cache: CacheMode,
+    metadata_cache: MetadataCache,
+    /// Warnings from opening (e.g. a corrupt image opened read-only).
+    warnings: Vec<String>,
+}
+
+fn read_ranges(layers: &[Arc<Layer>], from: usize, off: u64, buf: &mut [u8]) -> BlockResult<()> {
+    let mut pos = 0usize;
+    while pos < buf.len() {
+        let cur = off + pos as u64;
+        let mut limit = (buf.len() - pos) as u64;
+        let mut done = false;
+        for layer in &layers[from.min(layers.len())..] {
+            let size = layer.virtual_size()?;
+            if cur >= size {
+                // Beyond a shorter backing image: zeros.
+                break;
+            }
+            let ext = layer.map(cur, limit.min(size - cur))?;
+            let n = ext.len.min(limit);
+            if ext.mapping == LayerMapping::Unallocated {
+                limit = n;
+                continue;
+            }
+            layer.read_mapped(ext.mapping, &mut buf[pos..pos + n as usize])?;
+            pos += n as usize;
+            done = true;
+            break;
+        }
+        if !done {
+            buf[pos..pos + limit as usize].fill(0);
+            pos += limit as usize;
+        }
+    }
+    Ok(())
+}
+
+impl BlockNode {
+    /// Builds a node from already opened layers (top first). Used by [`super::open`].
+    pub fn from_layers(
+        node_name: String,
+        layers: Vec<Layer>,
+        read_only: bool,
+        cache: CacheMode,
+        metadata_cache: MetadataCache,
+        warnings: Vec<String>,
+    ) -> Self {
+        BlockNode {
+            node_name,
+            layers: RwLock::new(layers.into_iter().map(Arc::new).collect()),
+            read_only,
+            cache,
+            metadata_cache,
+            warnings,
+        }
+    }
+
+    fn layers(&self) -> RwLockReadGuard<'_, Vec<Arc<Layer>>> {
+        self.layers.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+    pub fn cache_mode(&self) -> CacheMode {
+        self.cache
+    }
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+    pub fn metadata_cache(&self) -> &MetadataCache {
+        &self.metadata_cache
+    }
+
+    /// The chain, active image first.
+    pub fn chain(&self) -> Vec<Arc<Layer>> {
+        self.layers().clone()
+    }
+
+    pub fn chain_len(&self) -> usize {
+        self.layers().len()
+    }
+
+    /// Guest-visible size in bytes.
+    pub fn virtual_size(&self) -> BlockResult<u64> {
+        self.layers()[0].virtual_size()
+    }
+
+    fn check_range(&self, off: u64, len: u64) -> BlockResult<u64> {
+        let size = self.virtual_size()?;
+        if off.checked_add(len).is_none_or(|e| e > size) {
+            return Err(BlockError::OutOfRange {
+                offset: off,
+                len,
+                size,
+            });
+        }
+        Ok(size)
+    }
+
+    /// Reads `buf.len()` bytes at byte offset `off`.
+    pub fn read_at(&self, off: u64, buf: &mut [u8]) -> BlockResult<()> {
+        self.check_range(off, buf.len() as u64)?;
+        let layers = self.layers();
+        read_ranges(&layers, 0, off, buf)
+    }
+
+    /// Reads what the layers from `from` down show (`from = 1`: the backing of the active
+    /// image), for copy-on-write and streaming.
+    pub fn read_below(&self, from: usize, off: u64, buf: &mut [u8]) -> BlockResult<()> {
+        let layers = self.layers();
+        read_ranges(&layers, from, off, buf)
+    }
+
+    /// Scatter read: the buffers are filled in order from `off`.
+    pub fn readv(&self, off: u64, bufs: &mut [IoSliceMut<'_>]) -> BlockResult<()> {
+        let mut pos = off;
+        for b in bufs.iter_mut() {
+            self.read_at(pos, b)?;
+            pos += b.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn writable_top(&self) -> BlockResult<Arc<Layer>> {
+        if self.read_only {
+            return Err(BlockError::ReadOnly);
+        }
+        let top = self.layers()[0].clone();
+        if top.is_read_only() {
+            return Err(BlockError::ReadOnly);
+        }
+        Ok(top)
+    }
+
+    fn after_write(&self) -> BlockResult<()> {
+        if self.cache.writethrough() {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes `buf` at `off` into the active image.
+    pub fn write_at(&self, off: u64, buf: &[u8]) -> BlockResult<()> {
+        self.check_range(off, buf.len() as u64)?;
+        let top = self.writable_top()?;
+        match &top.driver {
+            ImageDriver::Raw(r) => r.write(off, buf)?,
+            ImageDriver::Qcow2(q) => {
+                let below = |o: u64, b: &mut [u8]| self.read_below(1, o, b);
+                q.write(off, buf, &below)?
+            }
+        }
+        self.after_write()
+    }
+
+    /// Gather write.
+    pub fn writev(&self, off: u64, bufs: &[IoSlice<'_>]) -> BlockResult<()> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        self.check_range(off, total as u64)?;
+        if bufs.len() == 1 {
+            return self.write_at(off, &bufs[0]);
+        }
+        // One contiguous write keeps qcow2 cluster allocation in one piece.
+        let mut joined = Vec::with_capacity(total);
+        for b in bufs {
+            joined.extend_from_slice(b);
+        }
+        self.write_at(off, &joined)
+    }
+
+    /// Writes a cluster compressed (qcow2 only; `qemu-img convert -c`).
+    pub fn write_compressed(&self, off: u64, buf: &[u8]) -> BlockResult<()> {
+        let top = self.writable_top()?;
+        match &top.driver {
+            ImageDriver::Qcow2(q) => q.write_compressed(off, buf),
+            ImageDriver::Raw(_) => Err(BlockError::Unsupported(
+                "Compression is not supported for the raw format".into(),
+            )),
+        }
+    }
+
+    /// Makes `[off, off+len)` read as zeros; `unmap` allows deallocation.
+    pub fn write_zeroes(&self, off: u64, len: u64, unmap: bool) -> BlockResult<()> {
+        self.check_range(off, len)?;
+        let top = self.writable_top()?;
+        match &top.driver {
+            ImageDriver::Raw(r) => r.write_zeroes(off, len, unmap)?,
+            ImageDriver::Qcow2(q) => {
+                let below = |o: u64, b: &mut [u8]| self.read_below(1, o, b);
+                q.write_zeroes(off, len, unmap, &below)?
+            }
+        }
+        self.after_write()
+    }
+
+    /// Discards `[off, off+len)` (advisory: partial clusters are kept).
+    pub fn discard(&self, off: u64, len: u64) -> BlockResult<()> {
+        self.check_range(off, len)?;
+        let top = self.writable_top()?;
+        match &top.driver {
+            ImageDriver::Raw(r) => r.discard(off, len)?,
+            ImageDriver::Qcow2(q) => q.discard(off, len)?,
+        }
+        self.after_write()
+    }
+
+    /// Makes all completed writes durable (a guest flush).
+    pub fn flush(&self) -> BlockResult<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.layers()[0].flush()
+    }
+
+    /// Allocation status at `off` through the chain: the longest run (at most `max`) with
+    /// the same status.
+    pub fn block_status(&self, off: u64, max: u64) -> BlockResult<BlockStatus> {
+        let size = self.check_range(off, 0)?;
+        if off >= size {
+            return Err(BlockError::OutOfRange {
+                offset: off,
+                len: max,
+                size,
+            });
+        }
+        let layers = self.layers();
+        let mut limit = max.min(size - off);
+        for (depth, layer) in layers.iter().enumerate() {
+            let lsize = layer.virtual_size()?;
+            if off >= lsize {
+                // Past the end of a shorter backing image: zeros, not allocated there.
+                break;
+            }
+            let (len, mapping) = match &layer.driver {
+                ImageDriver::Raw(r) => {
+                    let (data, len) = r.data_run(off, limit.min(lsize - off))?;
+                    let m = if data {
+                        LayerMapping::Data { host: off }
+                    } else {
+                        LayerMapping::Zero
+                    };
+                    (len, m)
+                }
+                ImageDriver::Qcow2(_) => {
+                    let e = layer.map(off, limit.min(lsize - off))?;
+                    (e.len, e.mapping)
+                }
+            };
+            let len = len.min(limit);
+            match mapping {
+                LayerMapping::Unallocated => {
+                    limit = len;
+                    continue;
+                }
+                LayerMapping::Zero => {
+                    return Ok(BlockStatus {
+                        len,
+                        depth: Some(depth),
+                        zero: true,
+                        data: false,
+                        host_offset: match layer.format() {
+                            ImageFormat::Raw => Some(off),
+                            ImageFormat::Qcow2 => None,
+                        },
+                    })
+                }
+                LayerMapping::Data { host } => {
+                    return Ok(BlockStatus {
+                        len,
+                        depth: Some(depth),
+                        zero: false,
+                        data: true,
+                        host_offset: Some(host),
+                    })
+                }
+                LayerMapping::Compressed { .. } => {
+                    return Ok(BlockStatus {
+                        len,
+                        depth: Some(depth),
+                        zero: false,
+                        data: true,
+                        host_offset: None,
+                    })
+                }
+            }
+        }
+        Ok(BlockStatus {
+            len: limit,
+            depth: None,
+            zero: true,
+            data: false,
+            host_offset: None,
+        })
+    }
+
+    /// Whether `[off, off+len)` starts allocated in exactly layer `depth` or above it, for
+    /// `block-stream`: returns (allocated in layers `0..=depth`? , run length).
+    pub fn is_allocated_above(&self, depth: usize, off: u64, max: u64) -> BlockResult<(bool, u64)> {
+        let layers = self.layers();
+        let mut limit = max;
+        for layer in layers.iter().take(depth + 1) {
+            let lsize = layer.virtual_size()?;
+            if off >= lsize {
+                continue;
+            }
+            let e = layer.map(off, limit.min(lsize - off))?;
+            if e.mapping != LayerMapping::Unallocated {
+                return Ok((true, e.len.min(limit)));
+            }
+            limit = limit.min(e.len);
+        }
+        Ok((false, limit))
+    }
+
+    /// Changes the virtual size of the active image.
+    pub fn resize(&self, size: u64) -> BlockResult<()> {
+        let top = self.writable_top()?;
+        match &top.driver {
+            ImageDriver::Raw(r) => r.resize(size),
+            ImageDriver::Qcow2(q) => q.resize(size),
+        }
+    }
+
+    /// Puts a freshly opened overlay (whose backing is the current active image) on top:
+    /// the pivot of `snapshot_blkdev` / `blockdev-snapshot-sync`. Flushes the old top first.
+    pub fn push_overlay(&self, overlay: Layer) -> BlockResult<()> {
+        self.flush()?;
+        let mut g = self.layers.write().unwrap_or_else(|p| p.into_inner());
+        g.insert(0, Arc::new(overlay));
+        Ok(())
+    }
+
+    /// Removes layers `1..until` from the chain (after `block-stream` copied their data
+    /// into the active image and rewrote its backing fields).
+    pub fn drop_intermediate_layers(&self, until: usize) -> BlockResult<()> {
+        let mut g = self.layers.write().unwrap_or_else(|p| p.into_inner());
+        if until > g.len() || until < 1 {
+            return Err(BlockError::InvalidOption(
+                "invalid layer range to drop".into(),
+            ));
+        }
+        g.drain(1..until);
+        Ok(())
+    }
+
+    /// File name of the active image.
+    pub fn filename(&self) -> PathBuf {
+        self.layers()[0].filename.clone()
+    }
+
+    /// The host path of layer `i`.
+    pub fn layer_path(&self, i: usize) -> Option<PathBuf> {
+        self.layers().get(i).map(|l| l.filename.clone())
+    }
+
+    /// Closes cleanly (flush, dirty bit cleared). Also done on drop.
+    pub fn close(self) -> BlockResult<()> {
+        let layers = std::mem::take(&mut *self.layers.write().unwrap_or_else(|p| p.into_inner()));
+        for l in &layers {
+            if let ImageDriver::Qcow2(q) = &l.driver {
+                q.close()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Directory-relative resolution of a backing file name, as QEMU does: relative names are
+/// relative to the directory of the image that names them.
+pub fn resolve_backing_path(image: &Path, backing: &str) -> PathBuf {
+    let b = Path::new(backing);
+    if b.is_absolute() {
+        return b.to_path_buf();
+    }
+    match image.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(b),
+        _ => b.to_path_buf(),
+    }
+}
