@@ -1,0 +1,1 @@
+//! Whole command lines through [`super::parse_with`].
