@@ -17,7 +17,7 @@ use super::cpu::{self, CpuChoice};
 use super::device::{self, VMSCOPE_DEVICES};
 use super::display;
 use super::drive::{self, DriveCheck, DriveTable};
-use super::error::{CliError, ErrorKind, Location};
+use super::error::{CliError, ErrorKind, Location, Warning};
 use super::machine::{self, MachineChoice};
 use super::{CliOutcome, Console};
 use crate::config::{Config, KernelBoot, MonitorConfig, MonitorMode};
@@ -114,19 +114,22 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<CliOutcome, C
 
     // qemu_apply_legacy_machine_options, qemu_apply_machine_options
     let legacy = machine::take_legacy_options(&mut cl.machine)?;
-    for what in &legacy.unsupported {
-        cl.unsupported
-            .push(CliError::new(ErrorKind::Unsupported(what.clone())));
+    for (key, what) in &legacy.unsupported {
+        let location = cl.machine_key_location(key);
+        cl.unsupported_at(&location, what);
     }
     let props = machine::apply_machine_options(&cl.machine, console)?;
-    for what in &props.unsupported {
-        cl.unsupported
-            .push(CliError::new(ErrorKind::Unsupported(what.clone())));
+    for (key, what) in &props.unsupported {
+        let location = cl.machine_key_location(key);
+        cl.unsupported_at(&location, what);
     }
 
     // configure_accelerators
     let accelerators = machine::configure_accelerators(&cl.accel, &legacy, console)?;
-    for (location, what) in accelerators.unsupported {
+    for (mut location, what) in accelerators.unsupported {
+        if location.is_none() {
+            location = cl.machine_key_location("kernel-irqchip");
+        }
         cl.unsupported
             .push(CliError::at(&location, ErrorKind::Unsupported(what)));
     }
@@ -219,6 +222,12 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<CliOutcome, C
         return Err(first.clone());
     }
 
+    if let Some(location) = &cl.display.requested {
+        console.warn(Warning::new(
+            location,
+            "vmscope emulates no display; display options have no effect",
+        ));
+    }
     let name = cl
         .names
         .entries
@@ -246,7 +255,7 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<CliOutcome, C
         daemonize: cl.daemonize,
         pidfile: cl.pidfile.map(PathBuf::from),
         no_defaults: !cl.has_defaults,
-        display_requested: cl.display.requested,
+        display_requested: cl.display.requested.is_some(),
     }))
 }
 

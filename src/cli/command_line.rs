@@ -78,8 +78,9 @@ pub struct PortRequest {
 /// The display options given.
 #[derive(Clone, Debug, Default)]
 pub struct DisplayState {
-    /// A non-`none` display was asked for (and the warning printed).
-    pub requested: bool,
+    /// The first non-`none` display option: vmscope warns about it once the command line
+    /// is known to be valid (QEMU prints nothing for it, so errors stay identical).
+    pub requested: Option<Location>,
     pub nographic: bool,
     /// `-vga MODEL`, checked after the loop like QEMU's `select_vgahw`.
     pub vga: Option<(String, Location)>,
@@ -92,8 +93,8 @@ pub struct CommandLine {
     pub machine: Dict,
     /// Location of the `-machine`/`-M` that named the machine type.
     pub machine_type_location: Location,
-    /// Location of the last `-smp`.
-    pub smp_location: Location,
+    /// Which option last set each top-level machine property (for refusals).
+    pub machine_key_locations: Vec<(String, Location)>,
     pub memory: OptsStore,
     pub accel: OptsStore,
     pub chardevs: OptsStore,
@@ -139,7 +140,7 @@ impl CommandLine {
         CommandLine {
             machine: Dict::default(),
             machine_type_location: Location::none(),
-            smp_location: Location::none(),
+            machine_key_locations: Vec::new(),
             memory: OptsStore::new(&MEMORY_OPTS),
             accel: OptsStore::new(&ACCEL_OPTS),
             chardevs: OptsStore::new(&CHARDEV_OPTS),
@@ -254,6 +255,7 @@ impl CommandLine {
             }
             "cpu" => self.cpu = Some((arg.to_string(), location.clone())),
             "m" => {
+                self.machine_key(location, "memory");
                 let parsed = Self::parse_group(&mut self.memory, arg, true, location, console)?;
                 return Ok(exit_1(parsed));
             }
@@ -265,7 +267,7 @@ impl CommandLine {
                     return Ok(Step::Exit(0));
                 }
                 self.merge_machine_property("smp", dict)?;
-                self.smp_location = location.clone();
+                self.machine_key(location, "smp");
             }
             "machine" | "M" => {
                 let help = keyval::parse_into(&mut self.machine, arg, Some("type"))
@@ -274,11 +276,13 @@ impl CommandLine {
                     console.print(&machine::machine_help(self.machine.get_str("type")));
                     return Ok(Step::Exit(0));
                 }
-                if keyval::parse(arg, Some("type"))
-                    .map(|(d, _)| d.get("type").is_some())
-                    .unwrap_or(false)
-                {
-                    self.machine_type_location = location.clone();
+                if let Ok((dict, _)) = keyval::parse(arg, Some("type")) {
+                    if dict.get("type").is_some() {
+                        self.machine_type_location = location.clone();
+                    }
+                    for (key, _) in dict.iter() {
+                        self.machine_key(location, key);
+                    }
                 }
             }
             "accel" => {
@@ -292,12 +296,12 @@ impl CommandLine {
                     return Ok(Step::Exit(0));
                 }
             }
-            "enable-kvm" => self.machine.put_str("accel", "kvm"),
-            "kernel" => self.machine.put_str("kernel", arg),
-            "initrd" => self.machine.put_str("initrd", arg),
-            "append" => self.machine.put_str("append", arg),
-            "dtb" => self.machine.put_str("dtb", arg),
-            "bios" => self.machine.put_str("firmware", arg),
+            "enable-kvm" => self.machine_str(location, "accel", "kvm"),
+            "kernel" => self.machine_str(location, "kernel", arg),
+            "initrd" => self.machine_str(location, "initrd", arg),
+            "append" => self.machine_str(location, "append", arg),
+            "dtb" => self.machine_str(location, "dtb", arg),
+            "bios" => self.machine_str(location, "firmware", arg),
             "boot" => {
                 let (dict, help) =
                     keyval::parse(arg, Some("order")).map_err(|e| CliError::at(location, e))?;
@@ -306,6 +310,7 @@ impl CommandLine {
                     return Ok(Step::Exit(0));
                 }
                 self.merge_machine_property("boot", dict)?;
+                self.machine_key(location, "boot");
             }
             "name" => {
                 let parsed = Self::parse_group(&mut self.names, arg, true, location, console)?;
@@ -356,17 +361,17 @@ impl CommandLine {
                 }
             }
             "nographic" => {
-                self.machine.put_str("graphics", "off");
+                self.machine_str(location, "graphics", "off");
                 self.display.nographic = true;
             }
             "display" => match display::parse_display(arg, location, console)? {
                 DisplayChoice::Exit(code) => return Ok(Step::Exit(code)),
                 DisplayChoice::None => {}
-                DisplayChoice::Other => self.display_requested(location, console),
+                DisplayChoice::Other => self.display_requested(location),
             },
             "vga" => {
                 if arg != "none" {
-                    self.display_requested(location, console);
+                    self.display_requested(location);
                 }
                 self.display.vga = Some((arg.to_string(), location.clone()));
             }
@@ -378,7 +383,7 @@ impl CommandLine {
                     return Ok(Step::Exit(1));
                 }
                 if store.entries[0].get("vnc") != Some("none") {
-                    self.display_requested(location, console);
+                    self.display_requested(location);
                 }
             }
             "no-hpet" => {
@@ -387,7 +392,7 @@ impl CommandLine {
                     location,
                     "-no-hpet is deprecated, use '-machine hpet=off' instead",
                 ));
-                self.machine.put_str("hpet", "off");
+                self.machine_str(location, "hpet", "off");
             }
             "no-reboot" => self.no_reboot = true,
             "no-shutdown" => self.no_shutdown = true,
@@ -423,6 +428,27 @@ impl CommandLine {
         Ok(Step::Continue)
     }
 
+    /// Sets a machine property from a sugar option (`-kernel`, `-enable-kvm`, ...).
+    fn machine_str(&mut self, location: &Location, key: &str, value: &str) {
+        self.machine.put_str(key, value);
+        self.machine_key(location, key);
+    }
+
+    fn machine_key(&mut self, location: &Location, key: &str) {
+        self.machine_key_locations.retain(|(k, _)| k != key);
+        self.machine_key_locations
+            .push((key.to_string(), location.clone()));
+    }
+
+    /// The option that last set machine property `key`.
+    pub fn machine_key_location(&self, key: &str) -> Location {
+        self.machine_key_locations
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, l)| l.clone())
+            .unwrap_or_default()
+    }
+
     /// `machine_merge_property`: `-smp`/`-boot` become `smp.*`/`boot.*` of the machine.
     fn merge_machine_property(&mut self, name: &str, dict: Dict) -> Result<(), CliError> {
         let mut wrapper = Dict::default();
@@ -430,14 +456,10 @@ impl CommandLine {
         self.machine.merge(&wrapper, "").map_err(CliError::new)
     }
 
-    /// Prints vmscope's one display warning, at the first display option.
-    fn display_requested(&mut self, location: &Location, console: &mut Console) {
-        if !self.display.requested {
-            self.display.requested = true;
-            console.warn(Warning::new(
-                location,
-                "vmscope emulates no display; display options have no effect",
-            ));
+    /// Notes the first display option for vmscope's one display warning.
+    fn display_requested(&mut self, location: &Location) {
+        if self.display.requested.is_none() {
+            self.display.requested = Some(location.clone());
         }
     }
 

@@ -152,8 +152,8 @@ pub struct MachineProperties {
     pub kernel: Option<String>,
     pub initrd: Option<String>,
     pub append: Option<String>,
-    /// Valid properties vmscope does not implement.
-    pub unsupported: Vec<String>,
+    /// Valid properties vmscope does not implement: (property, what).
+    pub unsupported: Vec<(String, String)>,
 }
 
 /// What `qemu_apply_legacy_machine_options` takes out of the machine options.
@@ -161,7 +161,8 @@ pub struct MachineProperties {
 pub struct LegacyOptions {
     pub accelerators: Option<String>,
     pub kernel_irqchip: Option<String>,
-    pub unsupported: Vec<String>,
+    /// (property, what vmscope lacks).
+    pub unsupported: Vec<(String, String)>,
 }
 
 /// `keyval_dashify` and `qemu_apply_legacy_machine_options`.
@@ -194,16 +195,21 @@ pub fn take_legacy_options(machine: &mut Dict) -> Result<LegacyOptions, CliError
     };
     legacy.accelerators = take_str(machine, "accel");
     if take_str(machine, "igd-passthru").is_some() {
-        legacy.unsupported.push("Xen IGD passthrough".into());
-    }
-    if take_str(machine, "kvm-shadow-mem").is_some() {
         legacy
             .unsupported
-            .push("accelerator property 'kvm-shadow-mem'".into());
+            .push(("igd-passthru".into(), "Xen IGD passthrough".into()));
+    }
+    if take_str(machine, "kvm-shadow-mem").is_some() {
+        legacy.unsupported.push((
+            "kvm-shadow-mem".into(),
+            "accelerator property 'kvm-shadow-mem'".into(),
+        ));
     }
     legacy.kernel_irqchip = take_str(machine, "kernel-irqchip");
     if take_str(machine, "memory-backend").is_some() {
-        legacy.unsupported.push("memory backends".into());
+        legacy
+            .unsupported
+            .push(("memory-backend".into(), "memory backends".into()));
     }
     Ok(legacy)
 }
@@ -293,11 +299,15 @@ pub fn apply_machine_options(
                 if let Some(Node::Dict(d)) = machine.get("boot") {
                     check_boot(d)?;
                 }
-                props.unsupported.push("boot order".into());
+                props.unsupported.push(("boot".into(), "boot order".into()));
             }
             ("memory", _) => {
                 if let Some(Node::Dict(d)) = machine.get("memory") {
-                    props.memory = memory_size(d, &mut props.unsupported, console)?;
+                    let mut lacking = Vec::new();
+                    props.memory = memory_size(d, &mut lacking, console)?;
+                    for what in lacking {
+                        props.unsupported.push(("memory".into(), what));
+                    }
                 }
             }
             ("smp", _) => {
@@ -312,11 +322,11 @@ pub fn apply_machine_options(
             ("graphics", _) => {}
             // vmscope's pc machine has no HPET and no USB controller.
             ("hpet", Some(v)) | ("usb", Some(v)) if parse_bool(v) == Ok(false) => {}
-            ("hpet", _) => props.unsupported.push("HPET".into()),
-            ("usb", _) => props.unsupported.push("USB".into()),
+            ("hpet", _) => props.unsupported.push(("hpet".into(), "HPET".into())),
+            ("usb", _) => props.unsupported.push(("usb".into(), "USB".into())),
             (other, _) => props
                 .unsupported
-                .push(format!("machine property '{other}'")),
+                .push((other.to_string(), format!("machine property '{other}'"))),
         }
     }
     Ok(props)
