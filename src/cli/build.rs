@@ -16,14 +16,35 @@ use super::command_line::{CommandLine, PortRequest};
 use super::cpu::{self, CpuChoice};
 use super::device::{self, VMSCOPE_DEVICES};
 use super::display;
-use super::drive::{self, DriveCheck, DriveTable};
+use super::drive::{self, DriveCheck, DriveOptions, DriveTable};
 use super::error::{CliError, ErrorKind, Location, Warning};
 use super::machine::{self, MachineChoice};
-use super::{CliOutcome, Console};
+use super::Console;
 use crate::config::{Config, KernelBoot, MonitorConfig, MonitorMode};
 
+/// What the command line describes, before vmscope's refusals are applied.
+#[derive(Debug)]
+pub struct Parsed {
+    /// Everything vmscope implements; refused parts are left at their defaults.
+    pub config: Config,
+    /// Every `-drive` (and `-hda`...), validated, for the block layer.
+    pub drives: Vec<DriveOptions>,
+    /// Valid options vmscope does not implement, in argv order.
+    pub refusals: Vec<CliError>,
+    /// vmscope's one warning about display options, printed when the line runs.
+    pub display_warning: Option<Warning>,
+}
+
+/// The outcome of the post-loop phases.
+#[derive(Debug)]
+pub enum Built {
+    Parsed(Box<Parsed>),
+    /// Help output was printed.
+    Exit(i32),
+}
+
 /// Runs the post-loop phases and builds the configuration.
-pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<CliOutcome, CliError> {
+pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliError> {
     // qemu_validate_options
     if cl.machine.get_str("kernel").is_none() {
         if cl.machine.get_str("append").is_some() {
@@ -42,12 +63,12 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<CliOutcome, C
     if let Some((option, _)) = &cl.cpu {
         if option == "help" || option == "?" {
             console.print(&cpu::cpu_help());
-            return Ok(CliOutcome::Exit(0));
+            return Ok(Built::Exit(0));
         }
     }
     if cl.devices.entries.iter().any(device::wants_help) {
         console.print(&device::device_help(VMSCOPE_DEVICES));
-        return Ok(CliOutcome::Exit(0));
+        return Ok(Built::Exit(0));
     }
 
     // parse_memory_options, qemu_create_machine
@@ -74,7 +95,7 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<CliOutcome, C
     create_default_devices(&mut cl, console)?;
     if let Some((model, _)) = cl.display.vga.clone() {
         if let Some(code) = display::select_vga(&model, console)? {
-            return Ok(CliOutcome::Exit(code));
+            return Ok(Built::Exit(code));
         }
     }
 
@@ -83,7 +104,7 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<CliOutcome, C
     for opts in &cl.chardevs.entries {
         if matches!(opts.get("backend"), Some("help") | Some("?")) {
             console.print(&chardev::backend_help());
-            return Ok(CliOutcome::Exit(0));
+            return Ok(Built::Exit(0));
         }
         match registry
             .create(opts, cl.daemonize, console)
@@ -97,18 +118,20 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<CliOutcome, C
             }
         }
     }
-    let mut drives = DriveTable::default();
+    let mut drive_table = DriveTable::default();
+    let mut drives = Vec::new();
     for opts in &cl.drives.entries {
-        match drives.check(opts, console)? {
+        match drive_table.check(opts, console)? {
             DriveCheck::Valid(d) => {
                 let location = opts.location.clone();
                 cl.unsupported.push(CliError::at(
                     &location,
                     ErrorKind::Unsupported(drive::unsupported_reason(&d)),
                 ));
+                drives.push(*d);
             }
             // QEMU exits with status 0 after printing the format list.
-            DriveCheck::HelpPrinted => return Ok(CliOutcome::Exit(0)),
+            DriveCheck::HelpPrinted => return Ok(Built::Exit(0)),
         }
     }
 
@@ -217,17 +240,19 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<CliOutcome, C
             .push(CliError::at(&location, ErrorKind::Unsupported(what)));
     }
 
-    // Everything QEMU checks has passed: now refuse what vmscope lacks, first in argv order.
-    if let Some(first) = cl.unsupported.iter().min_by_key(|e| e.position()) {
-        return Err(first.clone());
-    }
-
-    if let Some(location) = &cl.display.requested {
-        console.warn(Warning::new(
+    // Everything QEMU checks has passed; what vmscope lacks is refused by the caller.
+    let mut refusals = std::mem::take(&mut cl.unsupported);
+    refusals.sort_by_key(CliError::position);
+    // One refusal per option: the first found (the option's own, before machine sugar).
+    refusals.dedup_by(|later, first| {
+        later.position() == first.position() && later.location() == first.location()
+    });
+    let display_warning = cl.display.requested.as_ref().map(|location| {
+        Warning::new(
             location,
             "vmscope emulates no display; display options have no effect",
-        ));
-    }
+        )
+    });
     let name = cl
         .names
         .entries
@@ -239,7 +264,7 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<CliOutcome, C
         initrd: props.initrd.map(PathBuf::from),
         cmdline: props.append.unwrap_or_default(),
     });
-    Ok(CliOutcome::Run(Config {
+    let config = Config {
         name,
         memory: props.memory,
         smp: props.smp,
@@ -256,7 +281,13 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<CliOutcome, C
         pidfile: cl.pidfile.map(PathBuf::from),
         no_defaults: !cl.has_defaults,
         display_requested: cl.display.requested.is_some(),
-    }))
+    };
+    Ok(Built::Parsed(Box::new(Parsed {
+        config,
+        drives,
+        refusals,
+        display_warning,
+    })))
 }
 
 /// QEMU's `qemu_create_default_devices` for serial port and monitor.

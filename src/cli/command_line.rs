@@ -195,8 +195,15 @@ impl CommandLine {
             if let Step::Exit(code) = step {
                 return Ok(Read::Exit(code));
             }
+            // Drives and devices are refused after their own checks, naming what they lack.
+            const REFUSED_LATER: &[&str] = &[
+                "drive", "hda", "hdb", "hdc", "hdd", "cdrom", "fda", "fdb", "sd", "pflash",
+                "mtdblock", "device",
+            ];
             if let Support::NotYet(what) = spec.support {
-                cl.unsupported_at(&location, what);
+                if !REFUSED_LATER.contains(&spec.name) {
+                    cl.unsupported_at(&location, what);
+                }
             }
             i = next;
         }
@@ -413,7 +420,9 @@ impl CommandLine {
                 drive::drive_add(&mut self.drives, spec.name, arg, location, console)?;
             }
             "device" => {
-                if !arg.starts_with('{') {
+                if arg.starts_with('{') {
+                    self.unsupported_at(location, "devices in JSON syntax");
+                } else {
                     let parsed =
                         Self::parse_group(&mut self.devices, arg, true, location, console)?;
                     return Ok(exit_1(parsed));

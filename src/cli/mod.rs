@@ -29,6 +29,7 @@ mod qemu_opts;
 use std::ffi::OsString;
 use std::io::Write;
 
+pub use build::{Built, Parsed};
 pub use device::VMSCOPE_DEVICES;
 pub use drive::{DriveInterface, DriveMedia, DriveOptions};
 pub use error::{program_name, CliError, ErrorKind, Location, Warning};
@@ -59,13 +60,29 @@ pub fn parse(argv: &[OsString]) -> Result<CliOutcome, CliError> {
 
 /// [`parse`] with the output captured or redirected (for tests and embedders).
 pub fn parse_with(argv: &[OsString], console: &mut Console) -> Result<CliOutcome, CliError> {
+    let parsed = match parse_all(argv, console)? {
+        Built::Exit(code) => return Ok(CliOutcome::Exit(code)),
+        Built::Parsed(parsed) => parsed,
+    };
+    if let Some(first) = parsed.refusals.first() {
+        return Err(first.clone());
+    }
+    if let Some(warning) = parsed.display_warning {
+        console.warn(warning);
+    }
+    Ok(CliOutcome::Run(parsed.config))
+}
+
+/// Every check QEMU makes, and the typed result including the parts vmscope refuses
+/// (drives, ...), so subsystems can be switched on one at a time.
+pub fn parse_all(argv: &[OsString], console: &mut Console) -> Result<Built, CliError> {
     let args = command_line::Args::new(argv)?;
     args.check_names()?;
-    let parsed = match command_line::CommandLine::read(&args, console)? {
-        command_line::Read::Exit(code) => return Ok(CliOutcome::Exit(code)),
-        command_line::Read::Options(parsed) => parsed,
+    let read = match command_line::CommandLine::read(&args, console)? {
+        command_line::Read::Exit(code) => return Ok(Built::Exit(code)),
+        command_line::Read::Options(read) => read,
     };
-    build::build(*parsed, console)
+    build::build(*read, console)
 }
 
 /// Where warnings and help texts go.
