@@ -12,6 +12,8 @@ use std::path::PathBuf;
 pub struct Config {
     /// `-name NAME` / `-name guest=NAME,...`.
     pub name: Option<String>,
+    /// `-name ...,process=NAME`: the process (thread) name to set, as shown by `ps`/`top`.
+    pub process_name: Option<String>,
     /// `-m`.
     pub memory: MemoryConfig,
     /// `-smp`.
@@ -167,9 +169,14 @@ pub struct SocketChardev {
 /// Address of a socket chardev.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SocketAddress {
-    Unix { path: PathBuf },
+    Unix {
+        path: PathBuf,
+    },
     /// `host` may be empty (all interfaces), as in `tcp::4444,server`.
-    Tcp { host: String, port: u16 },
+    Tcp {
+        host: String,
+        port: u16,
+    },
 }
 
 /// One monitor instance.

@@ -127,6 +127,10 @@ fn malformed() -> Vec<(&'static [&'static str], Vec<&'static str>)> {
         ),
         (p, vec!["-chardev", "null,id=serial0", "-serial", "null"]),
         (p, vec!["-daemonize", "-serial", "stdio"]),
+        (NO_DEFAULTS_OFF, vec!["-nographic", "-monitor", "stdio"]),
+        (p, vec!["-serial", "mon:stdio", "-qmp", "stdio"]),
+        (p, vec!["-monitor", "chardev:foo"]),
+        (p, vec!["-name", "foo,debug-threads=maybe"]),
         (NO_DEFAULTS_OFF, vec!["-nographic", "-daemonize"]),
         // Kernel, name, display
         (p, vec!["-append", "foo"]),

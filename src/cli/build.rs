@@ -59,6 +59,14 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
         }
     }
 
+    // qemu_process_early_options: -name
+    if let Some(opts) = cl.names.entries.first() {
+        if opts.get_bool("debug-threads", false) {
+            let location = opts.location.clone();
+            cl.unsupported_at(&location, "-name debug-threads=on");
+        }
+    }
+
     // qemu_process_help_options
     if let Some((option, _)) = &cl.cpu {
         if option == "help" || option == "?" {
@@ -253,12 +261,9 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
             "vmscope emulates no display; display options have no effect",
         )
     });
-    let name = cl
-        .names
-        .entries
-        .first()
-        .and_then(|o| o.get("guest"))
-        .map(str::to_string);
+    let name_opts = cl.names.entries.first();
+    let name = name_opts.and_then(|o| o.get("guest")).map(str::to_string);
+    let process_name = name_opts.and_then(|o| o.get("process")).map(str::to_string);
     let kernel_boot = props.kernel.map(|kernel| KernelBoot {
         kernel: PathBuf::from(kernel),
         initrd: props.initrd.map(PathBuf::from),
@@ -266,6 +271,7 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
     });
     let config = Config {
         name,
+        process_name,
         memory: props.memory,
         smp: props.smp,
         cpu: cpu_model,

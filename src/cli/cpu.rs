@@ -7,13 +7,18 @@ use super::qemu_opts::parse_bool;
 use super::Console;
 use crate::config::{CpuModel, CpuModelKind};
 
-/// The models vmscope implements, in QEMU's `-cpu help` order and wording.
+/// The models vmscope implements, in QEMU's `-cpu help` order and wording (for the pc
+/// machine QEMU resolves `kvm64`/`qemu64` to their `-v1` versions, hence "alias").
 const MODELS: &[(&str, CpuModelKind, &str)] = &[
-    ("kvm64", CpuModelKind::Kvm64, "Common KVM processor"),
+    (
+        "kvm64",
+        CpuModelKind::Kvm64,
+        "(alias configured by machine type)",
+    ),
     (
         "qemu64",
         CpuModelKind::Qemu64,
-        "QEMU Virtual CPU version 2.5+",
+        "(alias configured by machine type)",
     ),
     (
         "host",
@@ -253,9 +258,9 @@ mod tests {
     #[test]
     fn help_lists_models_and_wraps_flags_like_qemu() {
         let help = cpu_help();
-        assert!(
-            help.starts_with("Available CPUs:\nx86 kvm64                 Common KVM processor\n")
-        );
+        assert!(help.starts_with(
+            "Available CPUs:\nx86 kvm64                 (alias configured by machine type)\n"
+        ));
         assert!(help.contains("\nRecognized CPUID flags:\n  3dnow 3dnowext 3dnowprefetch abm ace2 ace2-en acpi adx aes amd-no-ssb\n  amd-ssbd"));
         assert!(help
             .lines()

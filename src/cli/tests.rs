@@ -659,6 +659,7 @@ fn a_fully_supported_line_gives_the_whole_config() {
     };
     let expected = Config {
         name: Some("vm1".into()),
+        process_name: Some("vm1".into()),
         memory: MemoryConfig { size: 512 * MIB },
         smp: smp(2, 2, 1),
         cpu: CpuModel {
