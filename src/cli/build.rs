@@ -107,7 +107,12 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
         }
     }
 
-    // qemu_create_early_backends: chardevs, then drives.
+    // qemu_create_early_backends: display, chardevs, then drives.
+    if cl.display.gl {
+        return Err(CliError::new(ErrorKind::message(
+            "OpenGL is not supported by the display",
+        )));
+    }
     let mut registry = chardev::Registry::default();
     for opts in &cl.chardevs.entries {
         if matches!(opts.get("backend"), Some("help") | Some("?")) {
@@ -239,6 +244,15 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
             }
         },
     };
+
+    // A host CPU needs KVM; QEMU would run the first accelerator listed.
+    if cpu_model.kind == crate::config::CpuModelKind::Host
+        && accelerators.list.first() == Some(&crate::config::Accelerator::Tcg)
+    {
+        return Err(CliError::new(ErrorKind::message(
+            "CPU model 'host' requires KVM or HVF",
+        )));
+    }
 
     // qemu_create_cli_devices
     for opts in &cl.devices.entries {

@@ -82,6 +82,9 @@ pub struct DisplayState {
     /// is known to be valid (QEMU prints nothing for it, so errors stay identical).
     pub requested: Option<Location>,
     pub nographic: bool,
+    /// OpenGL was asked for (`-display ...,gl=on`): vmscope, like QEMU's `none` display,
+    /// has none.
+    pub gl: bool,
     /// `-vga MODEL`, checked after the loop like QEMU's `select_vgahw`.
     pub vga: Option<(String, Location)>,
 }
@@ -371,11 +374,15 @@ impl CommandLine {
                 self.machine_str(location, "graphics", "off");
                 self.display.nographic = true;
             }
-            "display" => match display::parse_display(arg, location, console)? {
-                DisplayChoice::Exit(code) => return Ok(Step::Exit(code)),
-                DisplayChoice::None => {}
-                DisplayChoice::Other => self.display_requested(location),
-            },
+            "display" => {
+                match display::parse_display(arg, location, console)? {
+                    DisplayChoice::Exit(code) => return Ok(Step::Exit(code)),
+                    DisplayChoice::None => {}
+                    DisplayChoice::Other => self.display_requested(location),
+                }
+                // The last -display wins, as in QEMU.
+                self.display.gl = display::wants_gl(arg);
+            }
             "vga" => {
                 if arg != "none" {
                     self.display_requested(location);

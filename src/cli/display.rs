@@ -122,6 +122,14 @@ pub fn parse_display(
     })
 }
 
+/// Whether a (valid) `-display` argument asks for OpenGL.
+pub fn wants_gl(arg: &str) -> bool {
+    keyval::parse(arg, Some("type"))
+        .ok()
+        .and_then(|(dict, _)| dict.get_str("gl").map(|gl| gl != "off"))
+        .unwrap_or(false)
+}
+
 /// `-vnc` keys (`qemu_vnc_opts`).
 pub static VNC_OPTS: OptsList = OptsList {
     name: "vnc",

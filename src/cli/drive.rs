@@ -150,6 +150,31 @@ const QEMU_FORMATS: &[&str] = &[
     "vvfat",
 ];
 
+/// Drivers of QEMU 7.2 that need no `file` child.
+const PROTOCOL_DRIVERS: &[&str] = &[
+    "file",
+    "host_device",
+    "host_cdrom",
+    "ftp",
+    "ftps",
+    "http",
+    "https",
+    "gluster",
+    "iscsi",
+    "iser",
+    "nbd",
+    "nfs",
+    "null-aio",
+    "null-co",
+    "nvme",
+    "rbd",
+    "ssh",
+    "vvfat",
+    "quorum",
+    "replication",
+    "snapshot-access",
+];
+
 /// The formats vmscope's block layer is built for.
 const VMSCOPE_FORMATS: &[&str] = &["raw", "qcow2"];
 
@@ -585,6 +610,15 @@ impl DriveTable {
         if let Some(f) = &format {
             if !QEMU_FORMATS.contains(&f.as_str()) {
                 return Err(msg(format!("Unknown driver '{f}'")));
+            }
+            // Image formats sit on a protocol node given by `file`.
+            if file.is_none() && !nested_file && !PROTOCOL_DRIVERS.contains(&f.as_str()) {
+                return Err(msg("A block device must be specified for \"file\"".into()));
+            }
+        }
+        if let Some(node_name) = get("node-name") {
+            if !super::qemu_opts::id_wellformed(&node_name) {
+                return Err(msg(format!("Invalid node-name: '{node_name}'")));
             }
         }
         if let Some(path) = &file {

@@ -87,46 +87,51 @@ impl ErrorKind {
 /// A fatal command-line error: the process prints it and exits with status 1.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CliError {
-    location: Option<String>,
     /// argv index of the option, to report the first of several refusals.
     position: usize,
-    kind: ErrorKind,
-    /// Further `error_report()` lines QEMU prints at the same location before exiting.
-    then: Vec<ErrorKind>,
+    /// The `error_report()` lines QEMU prints before exiting: (location, message).
+    lines: Vec<(Option<String>, ErrorKind)>,
 }
 
 impl CliError {
     /// An error with no location (QEMU reports it after the option loop).
     pub fn new(kind: ErrorKind) -> Self {
         CliError {
-            location: None,
             position: usize::MAX,
-            kind,
-            then: Vec::new(),
+            lines: vec![(None, kind)],
         }
     }
 
     /// An error located at the given argv words.
     pub fn at(location: &Location, kind: ErrorKind) -> Self {
         CliError {
-            location: location.text(),
             position: location.position,
-            kind,
-            then: Vec::new(),
+            lines: vec![(location.text(), kind)],
         }
     }
 
-    /// Adds a follow-up line QEMU prints after this error.
+    /// Adds a follow-up line QEMU prints after this error, at the same location.
     pub fn then(mut self, kind: ErrorKind) -> Self {
-        self.then.push(kind);
+        let location = self.lines[0].0.clone();
+        self.lines.push((location, kind));
+        self
+    }
+
+    /// Adds a follow-up line at another location.
+    pub fn then_at(mut self, location: &Location, kind: ErrorKind) -> Self {
+        self.lines.push((location.text(), kind));
         self
     }
 
     /// Gives an unlocated error the location of the option it came from.
     pub(crate) fn located(mut self, location: &Location) -> Self {
-        if self.location.is_none() {
-            self.location = location.text();
+        if self.lines[0].0.is_none() {
             self.position = location.position;
+            for line in &mut self.lines {
+                if line.0.is_none() {
+                    line.0 = location.text();
+                }
+            }
         }
         self
     }
@@ -136,45 +141,36 @@ impl CliError {
         self.position
     }
 
+    /// The first message.
     pub fn kind(&self) -> &ErrorKind {
-        &self.kind
+        &self.lines[0].1
     }
 
-    /// The location text (`-drive foo=bar`), if QEMU prints one for this error.
+    /// The location text (`-drive foo=bar`) of the first message, if QEMU prints one.
     pub fn location(&self) -> Option<&str> {
-        self.location.as_deref()
+        self.lines[0].0.as_deref()
     }
 
     /// The complete message as QEMU prints it to stderr, each reported line prefixed with
     /// the basename of `argv0` (QEMU's `error_init()` strips everything up to the last `/`).
     pub fn report(&self, argv0: &OsStr) -> String {
-        render(
-            Some(&program_name(argv0)),
-            self.location.as_deref(),
-            &self.kind,
-            &self.then,
-        )
+        render(Some(&program_name(argv0)), &self.lines)
     }
 }
 
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = render(None, self.location.as_deref(), &self.kind, &self.then);
+        let text = render(None, &self.lines);
         f.write_str(text.trim_end_matches('\n'))
     }
 }
 
 impl std::error::Error for CliError {}
 
-fn render(
-    program: Option<&str>,
-    location: Option<&str>,
-    kind: &ErrorKind,
-    then: &[ErrorKind],
-) -> String {
+fn render(program: Option<&str>, lines: &[(Option<String>, ErrorKind)]) -> String {
     let mut out = String::new();
-    for kind in std::iter::once(kind).chain(then) {
-        out.push_str(&prefix(program, location));
+    for (location, kind) in lines {
+        out.push_str(&prefix(program, location.as_deref()));
         out.push_str(&kind.to_string());
         out.push('\n');
         if let Some(hint) = kind.hint() {

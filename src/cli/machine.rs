@@ -664,14 +664,17 @@ pub fn configure_accelerators(
             "The -accel and \"-machine accel=\" options are incompatible",
         )));
     }
-    let mut invalid: Vec<ErrorKind> = Vec::new();
+    let mut invalid: Vec<(Location, ErrorKind)> = Vec::new();
     if accel.entries.is_empty() {
         let names = legacy.accelerators.as_deref().unwrap_or("kvm");
         for name in names.split(':') {
             if QEMU_ACCELERATORS.contains(&name) {
                 out.list.push(accelerator(name));
             } else {
-                invalid.push(ErrorKind::message(format!("invalid accelerator {name}")));
+                invalid.push((
+                    Location::none(),
+                    ErrorKind::message(format!("invalid accelerator {name}")),
+                ));
             }
         }
         if let Some(value) = &legacy.kernel_irqchip {
@@ -685,7 +688,10 @@ pub fn configure_accelerators(
         for opts in &accel.entries {
             let name = opts.get("accel").unwrap_or_default();
             if !QEMU_ACCELERATORS.contains(&name) {
-                invalid.push(ErrorKind::message(format!("invalid accelerator {name}")));
+                invalid.push((
+                    opts.location.clone(),
+                    ErrorKind::message(format!("invalid accelerator {name}")),
+                ));
                 continue;
             }
             for (key, value) in opts.items() {
@@ -706,12 +712,14 @@ pub fn configure_accelerators(
         let mut lines = invalid.into_iter();
         return Err(match lines.next() {
             None => CliError::new(ErrorKind::message("no accelerator found")),
-            Some(first) => lines.fold(CliError::new(first), CliError::then),
+            Some((location, first)) => {
+                lines.fold(CliError::at(&location, first), |e, (l, k)| e.then_at(&l, k))
+            }
         });
     }
     if !invalid.is_empty() {
-        for line in &invalid {
-            console.error_line(&line.to_string());
+        for (location, line) in &invalid {
+            console.error_line(&CliError::at(location, line.clone()).to_string());
         }
         let name = match out.list[0] {
             Accelerator::Kvm => "kvm",

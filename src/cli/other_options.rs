@@ -153,6 +153,90 @@ const NETDEV_TYPES: &[&str] = &[
     "vhost-vdpa",
 ];
 
+/// Members of QEMU 7.2's `NetdevUserOptions` (the slirp backend the seeds use).
+const USER_NET_KEYS: &[&str] = &[
+    "hostname",
+    "restrict",
+    "ipv4",
+    "ipv6",
+    "ip",
+    "net",
+    "host",
+    "tftp",
+    "bootfile",
+    "dhcpstart",
+    "dns",
+    "dnssearch",
+    "domainname",
+    "ipv6-prefix",
+    "ipv6-prefixlen",
+    "ipv6-host",
+    "ipv6-dns",
+    "smb",
+    "smbserver",
+    "hostfwd",
+    "guestfwd",
+    "tftp-server-name",
+];
+
+/// `-object help`: the object types QEMU 7.2 (Debian) can create.
+const OBJECT_TYPES: &[&str] = &[
+    "authz-list",
+    "authz-list-file",
+    "authz-simple",
+    "can-bus",
+    "can-host-socketcan",
+    "colo-compare",
+    "cryptodev-backend",
+    "cryptodev-backend-builtin",
+    "cryptodev-vhost-user",
+    "dbus-vmstate",
+    "filter-buffer",
+    "filter-dump",
+    "filter-mirror",
+    "filter-redirector",
+    "filter-replay",
+    "filter-rewriter",
+    "input-barrier",
+    "input-linux",
+    "iothread",
+    "main-loop",
+    "memory-backend-file",
+    "memory-backend-memfd",
+    "memory-backend-ram",
+    "pr-manager-helper",
+    "qtest",
+    "rng-builtin",
+    "rng-egd",
+    "rng-random",
+    "secret",
+    "secret_keyring",
+    "sev-guest",
+    "thread-context",
+    "throttle-group",
+    "tls-cipher-suites",
+    "tls-creds-anon",
+    "tls-creds-psk",
+    "tls-creds-x509",
+    "x-remote-object",
+];
+
+/// Properties of the object types the seeds create: (type, [(name, is boolean)]).
+const OBJECT_PROPERTIES: &[(&str, &[(&str, bool)])] = &[
+    (
+        "iothread",
+        &[
+            ("poll-max-ns", false),
+            ("poll-grow", false),
+            ("poll-shrink", false),
+            ("aio-max-batch", false),
+            ("thread-pool-min", false),
+            ("thread-pool-max", false),
+        ],
+    ),
+    ("rng-random", &[("filename", false), ("opened", true)]),
+];
+
 /// Parses `arg` against `list` like `qemu_opts_parse_noisily`; `Some(1)` when `help` was
 /// printed (QEMU then exits with status 1).
 fn group(
@@ -196,6 +280,47 @@ fn check_net(
     }
     if option == "netdev" && opts.id.is_none() {
         return Err(at(ErrorKind::MissingParameter("id".into())));
+    }
+    if kind == "user" && option != "net" {
+        for (key, _) in opts.items() {
+            let nic_key = option == "nic" && matches!(key, "model" | "mac");
+            if key != "type" && !nic_key && !USER_NET_KEYS.contains(&key) {
+                return Err(at(ErrorKind::InvalidParameter(key.to_string())));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The checks QEMU's `ObjectOptions` visitor makes: the type, the id, and (for the types
+/// the seeds use) the properties.
+fn check_object(opts: &super::qemu_opts::Opts, location: &Location) -> Result<(), CliError> {
+    let at = |kind| CliError::at(location, kind);
+    let Some(kind) = opts.get("qom-type") else {
+        return Err(at(ErrorKind::MissingParameter("qom-type".into())));
+    };
+    if !OBJECT_TYPES.contains(&kind) {
+        return Err(at(ErrorKind::ValueNotAccepted {
+            name: "qom-type".into(),
+            value: kind.to_string(),
+        }));
+    }
+    if opts.id.is_none() {
+        return Err(at(ErrorKind::MissingParameter("id".into())));
+    }
+    if let Some((_, props)) = OBJECT_PROPERTIES.iter().find(|(t, _)| *t == kind) {
+        for (key, value) in opts.items() {
+            if key == "qom-type" {
+                continue;
+            }
+            match props.iter().find(|(name, _)| *name == key) {
+                None => return Err(at(ErrorKind::InvalidParameter(key.to_string()))),
+                Some((_, true)) if super::qemu_opts::parse_bool(value).is_err() => {
+                    return Err(at(ErrorKind::invalid_value(key, "'on' or 'off'")))
+                }
+                Some(_) => {}
+            }
+        }
     }
     Ok(())
 }
@@ -262,9 +387,7 @@ pub fn read(
             let Some(opts) = group(&OBJECT_OPTS, arg, true, location, console)? else {
                 return Ok(Some(1));
             };
-            if !opts.has("qom-type") {
-                return Err(at(ErrorKind::MissingParameter("qom-type".into())));
-            }
+            check_object(&opts, location)?;
         }
         "action" => {
             return Ok(help_exit(group(
