@@ -182,6 +182,8 @@ fn malformed() -> Vec<(&'static [&'static str], Vec<&'static str>)> {
         (p, vec!["-drive", "file=,format=qcow2"]),
         (p, vec!["-hda", "img.qcow2", "-hda", "img.qcow2"]),
         (p, vec!["-cdrom", "img.qcow2", "-hdc", "img.qcow2"]),
+        (p, vec!["nonexist.img"]),
+        (p, vec!["img.qcow2", "-hda", "img.raw"]),
         // Other subsystems' options, validated now
         (p, vec!["-device", "foo"]),
         (p, vec!["-device", "bus=pci.0"]),

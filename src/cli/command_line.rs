@@ -176,9 +176,9 @@ impl CommandLine {
         let mut i = 1;
         while i < words.len() {
             if !words[i].starts_with('-') {
-                // A bare argument is a disk image for IDE hard disk 0.
+                // A bare argument is a disk image for IDE hard disk 0, like -hda.
                 let location = Location::words([&words[i]]).at(i);
-                cl.unsupported_at(&location, "block devices");
+                drive::drive_add(&mut cl.drives, "hda", &words[i], &location, console)?;
                 i += 1;
                 continue;
             }

@@ -65,7 +65,16 @@ static MSG_OPTS: OptsList = list(
     "msg",
     None,
     false,
-    &[desc("timestamp", Bool), desc("guest-name", Bool)],
+    &[
+        desc("timestamp", Bool),
+        super::qemu_opts::OptDesc {
+            name: "guest-name",
+            ty: Bool,
+            help: Some(
+                "Prepends guest name for error messages but only if -name guest is set otherwise option is ignored\n",
+            ),
+        },
+    ],
 );
 static ADD_FD_OPTS: OptsList = list(
     "add-fd",
@@ -387,7 +396,16 @@ pub fn read(
             let Some(opts) = group(&OBJECT_OPTS, arg, true, location, console)? else {
                 return Ok(Some(1));
             };
-            check_object(&opts, location)?;
+            match opts.get("qom-type") {
+                // vmscope can create no object yet.
+                Some("help") | Some("?") => {
+                    console.print("List of user creatable objects:\n");
+                    return Ok(Some(0));
+                }
+                // Help on a type vmscope lacks: refused like the type itself.
+                _ if opts.has("help") || opts.has("?") => {}
+                _ => check_object(&opts, location)?,
+            }
         }
         "action" => {
             return Ok(help_exit(group(
