@@ -207,12 +207,11 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
     }
     let mut serial_ports = Vec::new();
     let serials = std::mem::take(&mut cl.serials);
-    for (index, request) in serials.iter().enumerate() {
+    for request in &serials {
         if request.text == "none" {
             continue;
         }
         let label = format!("serial{}", serial_ports.len());
-        let _ = index;
         let id = connect_port(
             &mut cl,
             &mut registry,

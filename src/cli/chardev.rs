@@ -158,9 +158,9 @@ fn fill_compat(
     if let Some(rest) = filename.strip_prefix("vc") {
         opts.set("backend", "vc");
         if let Some(geometry) = rest.strip_prefix(':') {
-            let (keys, dims) = if let Some(d) = parse_geometry(geometry, "", "x", "") {
+            let (keys, dims) = if let Some(d) = parse_geometry(geometry, "x") {
                 (("width", "height"), d)
-            } else if let Some(d) = parse_geometry(geometry, "", "Cx", "C") {
+            } else if let Some(d) = parse_geometry(geometry, "Cx") {
                 (("cols", "rows"), d)
             } else {
                 return Err(None);
@@ -238,8 +238,9 @@ fn fill_compat(
     ))))
 }
 
-/// `sscanf(p, "%7[0-9]<sep>%7[0-9]<end>")` with at least the two numbers matched.
-fn parse_geometry(text: &str, _lead: &str, sep: &str, end: &str) -> Option<(String, String)> {
+/// `sscanf(p, "%7[0-9]<sep>%7[0-9]")`: both numbers must match (sscanf ignores the rest,
+/// so the trailing `C` of the character form is not checked either).
+fn parse_geometry(text: &str, sep: &str) -> Option<(String, String)> {
     let digits =
         |s: &str| -> usize { s.chars().take_while(|c| c.is_ascii_digit()).take(7).count() };
     let w = digits(text);
@@ -251,8 +252,6 @@ fn parse_geometry(text: &str, _lead: &str, sep: &str, end: &str) -> Option<(Stri
     if h == 0 {
         return None;
     }
-    // sscanf ignores what follows; a trailing "C" is optional for the pixel form.
-    let _ = end;
     Some((text[..w].to_string(), rest[..h].to_string()))
 }
 

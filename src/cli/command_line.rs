@@ -11,7 +11,7 @@ use super::keyval::{self, Dict};
 use super::machine::{self, ACCEL_OPTS, MEMORY_OPTS, SMP_OPTS_HELP};
 use super::option_table::{self, OptionSpec, Support};
 use super::other_options;
-use super::qemu_opts::{OptsList, OptsStore, Parsed};
+use super::qemu_opts::{desc, OptDesc, OptType, OptsList, OptsStore, Parsed};
 use super::{device, drive, help, Console};
 
 /// argv as text. QEMU works on bytes; vmscope needs text to parse and refuses the
@@ -526,9 +526,9 @@ pub static MON_OPTS: OptsList = OptsList {
     implied: Some("chardev"),
     merge: false,
     descs: &[
-        super::qemu_opts::desc("mode", super::qemu_opts::OptType::Str),
-        super::qemu_opts::desc("chardev", super::qemu_opts::OptType::Str),
-        super::qemu_opts::desc("pretty", super::qemu_opts::OptType::Bool),
+        desc("mode", OptType::Str),
+        desc("chardev", OptType::Str),
+        desc("pretty", OptType::Bool),
     ],
 };
 
@@ -538,21 +538,21 @@ pub static NAME_OPTS: OptsList = OptsList {
     implied: Some("guest"),
     merge: true,
     descs: &[
-        super::qemu_opts::OptDesc {
+        OptDesc {
             name: "guest",
-            ty: super::qemu_opts::OptType::Str,
+            ty: OptType::Str,
             help: Some(
                 "Sets the name of the guest.\nThis name will be displayed in the SDL window caption.\nThe name will also be used for the VNC server",
             ),
         },
-        super::qemu_opts::OptDesc {
+        OptDesc {
             name: "process",
-            ty: super::qemu_opts::OptType::Str,
+            ty: OptType::Str,
             help: Some("Sets the name of the QEMU process, as shown in top etc"),
         },
-        super::qemu_opts::OptDesc {
+        OptDesc {
             name: "debug-threads",
-            ty: super::qemu_opts::OptType::Bool,
+            ty: OptType::Bool,
             help: Some(
                 "When enabled, name the individual threads; defaults off.\nNOTE: The thread names are for debugging and not a\nstable API.",
             ),

@@ -8,6 +8,22 @@
 //! words them. Options vmscope does not implement are validated like the rest and only then
 //! refused with "not supported yet by vmscope (...)", so a malformed option always gets
 //! QEMU's own message.
+//!
+//! Deliberate deviations from QEMU 7.2 (for the README's table):
+//! - Without an accelerator option vmscope uses KVM (QEMU would pick TCG).
+//! - vmscope has no display: `-display`/`-vga`/`-vnc` other than `none` are accepted with
+//!   one warning; the default serial port and monitor, which QEMU puts on `vc` consoles,
+//!   behave as QEMU's do with `-display none` (they go nowhere), and no GTK window or VNC
+//!   server is opened. QEMU's other default devices (parallel port, NIC, VGA, floppy and
+//!   CD-ROM drives) do not exist on vmscope's `pc` machine.
+//! - `-machine help`, `-cpu help`, `-accel help`, `-device help`, `-chardev help` list
+//!   what vmscope implements; `-help` lists only implemented options.
+//! - Only `pc`/`pc-i440fx-7.2` is built; other machine types and versions are refused.
+//! - `-drive` accepts the Freezing Time keys `hack=` and `itime=` (QEMU rejects them).
+//! - Chardev files and sockets are opened by the chardev layer at start-up, not here, so
+//!   errors such as an unwritable `logfile=` come from there.
+//! - vmscope never reads `/etc/qemu/qemu.conf` (as if `-no-user-config` were always given).
+//! - Arguments must be valid UTF-8.
 
 mod build;
 mod chardev;
