@@ -260,10 +260,14 @@ fn split_host_port(text: &str) -> Option<(&str, &str, &str)> {
     let port_of = |s: &str| -> Option<(usize, usize)> {
         let len = s.find(',').unwrap_or(s.len());
         if len == 0 {
-            None
-        } else {
-            Some((len.min(32), len))
+            return None;
         }
+        // At most 32 bytes, as sscanf reads them, without splitting a character.
+        let mut take = len.min(32);
+        while !s.is_char_boundary(take) {
+            take -= 1;
+        }
+        Some((take, len))
     };
     let host_len = text.find(':').unwrap_or(text.len());
     if host_len > 0 && host_len <= 64 && host_len < text.len() {

@@ -886,3 +886,108 @@ fn accelerator_lists() {
         ]
     );
 }
+
+/// Random command lines from a pool of options and awkward arguments: parsing must never
+/// panic, whatever the combination.
+#[test]
+fn random_command_lines_never_panic() {
+    const OPTIONS: &[&str] = &[
+        "-m",
+        "-smp",
+        "-cpu",
+        "-machine",
+        "-accel",
+        "-chardev",
+        "-serial",
+        "-monitor",
+        "-qmp",
+        "-mon",
+        "-drive",
+        "-device",
+        "-display",
+        "-vga",
+        "-vnc",
+        "-name",
+        "-netdev",
+        "-nic",
+        "-object",
+        "-rtc",
+        "-boot",
+        "-global",
+        "-kernel",
+        "-append",
+        "-initrd",
+        "-nographic",
+        "-nodefaults",
+        "-S",
+        "-daemonize",
+        "-hda",
+        "-blockdev",
+        "-set",
+        "-parallel",
+        "--accel",
+    ];
+    const ARGS: &[&str] = &[
+        "",
+        ",",
+        ",,",
+        "=",
+        "==,",
+        "help",
+        "?",
+        "none",
+        "stdio",
+        "mon:stdio",
+        "4G",
+        "0x10M",
+        "1.5",
+        "-1",
+        "18446744073709551616",
+        "4,sockets=2",
+        "max,+la57,-x2apic,la57=off",
+        "socket,id=a,path=p,server,nowait",
+        "tcp::4444,server,nowait",
+        "unix:",
+        "tcp:",
+        "telnet:h:1,server",
+        "chardev:a",
+        "pc,accel=kvm:tcg",
+        "q35",
+        "file=img,if=none",
+        "é",
+        "ééééééééééééééééééééééééééééééééééééé:1",
+        "tcp::ééééééééééééééééééééééééééééééé",
+        "a.b.c=1,a=2",
+        "vc:80Cx24C",
+        "vc:99999999x1",
+        "file:",
+        "pipe:",
+        "gtk,gl=on",
+        "kvm,kernel-irqchip=split",
+        "null,id=a,mux=on",
+        "id=é",
+        "user,id=n",
+        "iothread,id=i",
+    ];
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    for _ in 0..3000 {
+        let mut args: Vec<&str> = Vec::new();
+        for _ in 0..next(6) {
+            args.push(OPTIONS[next(OPTIONS.len())]);
+            if next(8) != 0 {
+                args.push(ARGS[next(ARGS.len())]);
+            }
+        }
+        let mut console = Console::capture("q");
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = parse_all(&argv(&args), &mut console);
+        }));
+        assert!(result.is_ok(), "panicked on {args:?}");
+    }
+}
