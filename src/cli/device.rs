@@ -57,7 +57,7 @@ pub struct DeviceInfo {
 
 /// The devices vmscope lets a user add with `-device`. Empty until the device issues
 /// (virtio-blk, virtio-serial, ...) land: each adds its entry here and its handling in
-/// [`super::build`].
+/// `cli/build.rs`.
 pub static VMSCOPE_DEVICES: &[DeviceInfo] = &[];
 
 /// `-device help` output for `devices` (QEMU's `qdev_print_devinfos`).

@@ -191,7 +191,7 @@ fn prefix(program: Option<&str>, location: Option<&str>) -> String {
     }
 }
 
-/// QEMU's program name: the part of argv[0] after the last `/`.
+/// QEMU's program name: the part of `argv[0]` after the last `/`.
 pub fn program_name(argv0: &OsStr) -> String {
     let text = argv0.to_string_lossy();
     match text.rfind('/') {
