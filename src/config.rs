@@ -12,6 +12,8 @@ use std::path::PathBuf;
 pub struct Config {
     /// `-name NAME` / `-name guest=NAME,...`.
     pub name: Option<String>,
+    /// `-name ...,process=NAME`: the process (thread) name to set, as shown by `ps`/`top`.
+    pub process_name: Option<String>,
     /// `-m`.
     pub memory: MemoryConfig,
     /// `-smp`.

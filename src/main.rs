@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use vmm_sys_util::epoll::EventSet;
 use vmscope::chardev::{stdio, Chardevs, Frontend, MainLoop};
 use vmscope::cli::{self, CliOutcome};
-use vmscope::config::Config;
+use vmscope::config::{Accelerator, Config};
 use vmscope::hw::serial::SerialPort;
 use vmscope::machine::{Machine, Next, RunState};
 use vmscope::monitor::hmp::Hmp;
@@ -58,10 +58,17 @@ fn fail(message: impl std::fmt::Display) -> ! {
 fn main() {
     let argv: Vec<_> = std::env::args_os().collect();
     let config = match cli::parse(&argv) {
-        Ok(CliOutcome::Run(config)) => *config,
+        Ok(CliOutcome::Run(config)) => config,
         Ok(CliOutcome::Exit(status)) => std::process::exit(status),
-        Err(e) => fail(e),
+        Err(e) => {
+            // The report carries QEMU's program-name prefix already.
+            eprint!("{}", e.report(&argv[0]));
+            std::process::exit(1);
+        }
     };
+    if !config.accelerators.is_empty() && !config.accelerators.contains(&Accelerator::Kvm) {
+        fail("-accel tcg: vmscope runs guests on KVM only; software emulation (TCG) is not supported, use -accel kvm");
+    }
     let status = run(config);
     stdio::restore_terminal();
     std::process::exit(status);
