@@ -115,6 +115,8 @@ pub enum MachineError {
     EventFd(#[source] std::io::Error),
     #[error("booting without -kernel needs firmware (SeaBIOS) and disks, which vmscope does not support yet; use -kernel")]
     NoKernel,
+    #[error("{0}")]
+    Start(String),
     #[error("cannot start vCPU thread: {0}")]
     Thread(#[source] std::io::Error),
 }
@@ -125,7 +127,11 @@ fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> MachineError
 
 /// A VM built from a [`Config`].
 pub struct Machine {
-    vm: VmFd,
+    vm: Arc<VmFd>,
+    /// Registering guest RAM with KVM is the slowest step of start-up on some hosts, and the
+    /// guest needs it only once it runs: it proceeds on a helper thread while the main loop
+    /// already serves the monitors, and is waited for before the first vCPU runs.
+    memory_registration: Mutex<Option<JoinHandle<Result<(), MachineError>>>>,
     shared: Arc<Shared>,
     vcpus: Vec<vcpu::Vcpu>,
     threads: Vec<JoinHandle<()>>,
@@ -153,7 +159,7 @@ impl Machine {
         serial_rx_space: Box<dyn Fn() + Send + Sync>,
     ) -> Result<Machine, MachineError> {
         let kvm = Kvm::new().map_err(MachineError::KvmOpen)?;
-        let vm = kvm.create_vm().map_err(kvm_err("creating the VM"))?;
+        let vm = Arc::new(kvm.create_vm().map_err(kvm_err("creating the VM"))?);
         vm.set_tss_address(KVM_TSS_START as usize)
             .map_err(kvm_err("setting the TSS address"))?;
         vm.set_identity_map_address(KVM_IDENTITY_MAP_START)
@@ -172,7 +178,7 @@ impl Machine {
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("reading supported CPUID"))?;
         let split = RamSplit::for_ram_size(config.memory.size);
-        let memory = create_memory(&vm, &split)?;
+        let (memory, memory_registration) = create_memory(&vm, &split)?;
         let e820 = e820::memory_map(&split, cpuid::is_amd_model(&supported, config.cpu.kind));
 
         let (sender, events) = mpsc::channel();
@@ -271,6 +277,7 @@ impl Machine {
         });
         Ok(Machine {
             vm,
+            memory_registration: Mutex::new(Some(memory_registration)),
             shared,
             vcpus,
             threads: Vec::new(),
@@ -299,7 +306,7 @@ impl Machine {
             self.threads.push(handle);
         }
         if !paused {
-            self.resume().map_err(|_| MachineError::NoKernel)?;
+            self.resume().map_err(MachineError::Start)?;
         }
         Ok(())
     }
@@ -327,8 +334,20 @@ impl Machine {
         }
     }
 
+    /// Waits until guest RAM is registered with KVM (once; later calls return at once).
+    fn wait_for_memory(&self) -> Result<(), MachineError> {
+        let pending = self.memory_registration.lock().unwrap().take();
+        match pending {
+            Some(handle) => handle.join().unwrap_or_else(|_| {
+                Err(MachineError::Memory("registration thread panicked".into()))
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Resumes the vCPUs (monitor `cont`).
     pub fn resume(&self) -> Result<(), String> {
+        self.wait_for_memory().map_err(|e| e.to_string())?;
         let mut state = self.run_state.lock().unwrap();
         match *state {
             RunState::InternalError => {
@@ -423,6 +442,8 @@ impl Machine {
 
     /// Stops and joins every vCPU thread.
     pub fn shutdown(&mut self) {
+        // The registration thread uses the VM and the RAM mapping: let it finish first.
+        let _ = self.wait_for_memory();
         self.shared.gate.terminate();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
@@ -436,8 +457,12 @@ impl Drop for Machine {
     }
 }
 
-/// Allocates guest RAM and hands each region to KVM.
-fn create_memory(vm: &VmFd, split: &RamSplit) -> Result<GuestMemoryMmap, MachineError> {
+/// Allocates guest RAM and hands each region to KVM on a helper thread (see
+/// [`Machine::memory_registration`]).
+fn create_memory(
+    vm: &Arc<VmFd>,
+    split: &RamSplit,
+) -> Result<(GuestMemoryMmap, JoinHandle<Result<(), MachineError>>), MachineError> {
     let ranges: Vec<(GuestAddress, usize)> = split
         .ranges()
         .into_iter()
@@ -445,23 +470,34 @@ fn create_memory(vm: &VmFd, split: &RamSplit) -> Result<GuestMemoryMmap, Machine
         .collect();
     let memory =
         GuestMemoryMmap::from_ranges(&ranges).map_err(|e| MachineError::Memory(e.to_string()))?;
+    let mut descriptors = Vec::new();
     for (slot, region) in memory.iter().enumerate() {
         let host = region
             .get_host_address(vm_memory::MemoryRegionAddress(0))
             .map_err(|e| MachineError::Memory(e.to_string()))?;
-        let descriptor = kvm_userspace_memory_region {
+        descriptors.push(kvm_userspace_memory_region {
             slot: slot as u32,
             flags: 0,
             guest_phys_addr: region.start_addr().0,
             memory_size: region.len(),
             userspace_addr: host as u64,
-        };
-        // SAFETY: the region is a live anonymous mapping owned by `memory`, which the Machine
-        // keeps for as long as the VM exists, and the slots do not overlap.
-        unsafe { vm.set_user_memory_region(descriptor) }
-            .map_err(kvm_err("registering guest memory"))?;
+        });
     }
-    Ok(memory)
+    let vm = vm.clone();
+    let registration = std::thread::Builder::new()
+        .name("memory setup".into())
+        .spawn(move || {
+            for descriptor in descriptors {
+                // SAFETY: each region is a live anonymous mapping owned by the machine's
+                // guest memory, which outlives this thread (the machine joins it before it is
+                // dropped), and the slots do not overlap.
+                unsafe { vm.set_user_memory_region(descriptor) }
+                    .map_err(kvm_err("registering guest memory"))?;
+            }
+            Ok(())
+        })
+        .map_err(MachineError::Thread)?;
+    Ok((memory, registration))
 }
 
 /// QEMU's KVM routing for a PC: GSIs 0-15 on the 8259 pair (2 is the cascade) and GSIs
