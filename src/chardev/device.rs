@@ -166,21 +166,32 @@ impl Chardev {
     }
 
     /// Delivers held-back input once the focused front end has room again.
+    ///
+    /// The front end is asked for room without holding this chardev's lock: a front end
+    /// writing output from a vCPU thread takes its own lock first and this one second, so
+    /// holding ours while calling into it would deadlock.
     pub fn retry_input(&self) {
         loop {
-            let (frontend, chunk) = {
+            let frontend = {
                 let mut state = self.state.lock().unwrap();
-                let Some(frontend) = state.frontends.get(state.focus).cloned() else {
-                    state.pending.clear();
-                    return;
-                };
-                let room = frontend.can_receive().min(state.pending.len());
-                if room == 0 {
-                    return;
+                match state.frontends.get(state.focus).cloned() {
+                    Some(frontend) if !state.pending.is_empty() => frontend,
+                    Some(_) => return,
+                    None => {
+                        state.pending.clear();
+                        return;
+                    }
                 }
-                let chunk: Vec<u8> = state.pending.drain(..room).collect();
-                (frontend, chunk)
             };
+            let room = frontend.can_receive();
+            let chunk: Vec<u8> = {
+                let mut state = self.state.lock().unwrap();
+                let take = room.min(state.pending.len());
+                state.pending.drain(..take).collect()
+            };
+            if chunk.is_empty() {
+                return;
+            }
             frontend.receive(&chunk);
         }
     }
