@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use chardev_common::{mask_version, qemu_available, MockVm, Recorder};
 use vmscope::chardev::{ChardevFrontend, Chardevs, MainLoop};
-use vmscope::config::{ChardevBackend, ChardevConfig};
+use vmscope::config::{ChardevBackend, ChardevConfig, SocketAddress, SocketChardev};
 use vmscope::monitor::{Hmp, MonitorCommands, RunState};
 
 const CHILD_ENV: &str = "VMSCOPE_STDIO_CHILD";
@@ -71,6 +71,28 @@ fn child_main(scenario: &str) -> ! {
             let echo = Arc::new(Echo(std::sync::OnceLock::new()));
             let w = c.attach("serial0", echo.clone()).unwrap();
             let _ = echo.0.set(w);
+            c
+        }
+        "wait" => {
+            let path = std::env::var("VMSCOPE_STDIO_PATH").unwrap();
+            let config = ChardevConfig {
+                id: "compat_monitor0".into(),
+                backend: ChardevBackend::Socket(SocketChardev {
+                    address: SocketAddress::Unix {
+                        path: path.clone().into(),
+                    },
+                    server: true,
+                    wait: true,
+                    telnet: false,
+                    reconnect_secs: 0,
+                }),
+                mux: false,
+                logfile: None,
+            };
+            let mut c = Chardevs::new(&ml);
+            c.add(&config, Some(&format!("-monitor unix:{path},server")))
+                .unwrap();
+            Hmp::attach(&mut c, "compat_monitor0", commands).unwrap();
             c
         }
         "two-stdio" => {
@@ -376,6 +398,53 @@ fn only_one_stdio_chardev() {
     );
 }
 
+fn wait_notice_matches_qemu() {
+    let dir = chardev_common::TempDir::new("waitnotice");
+    let path = dir.join("m.sock");
+    let path_text = path.display().to_string();
+    // Start, let it print the notice and block, connect, then read the first stderr line.
+    let notice = |mut cmd: Command| {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        chardev_common::wait_for("socket", || path.exists());
+        let mut client = chardev_common::connect_unix(&path);
+        let _ = client.write_all(b"q\n");
+        let mut stderr = child.stderr.take().unwrap();
+        let text = chardev_common::read_until(
+            &mut stderr,
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+            |b| b.contains(&b'\n'),
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        let text = String::from_utf8_lossy(&text).into_owned();
+        let line = text.lines().next().unwrap_or("").to_string();
+        let (_prog, rest) = line.split_once(": ").expect("program prefix");
+        rest.to_string()
+    };
+    let mut ours_cmd = vmscope_child("wait");
+    ours_cmd.env("VMSCOPE_STDIO_PATH", &path_text);
+    let ours = notice(ours_cmd);
+    assert_eq!(
+        ours,
+        format!(
+            "-monitor unix:{path_text},server: info: QEMU waiting for connection on: disconnected:unix:{path_text},server=on"
+        )
+    );
+    if !qemu_available() {
+        println!("    (QEMU 7.2 not installed: comparison skipped)");
+        return;
+    }
+    let mut qemu_cmd = qemu_child(&["-display", "none"]);
+    qemu_cmd.args(["-monitor", &format!("unix:{path_text},server")]);
+    assert_eq!(notice(qemu_cmd), ours);
+}
+
 fn main() {
     if let Ok(scenario) = std::env::var(CHILD_ENV) {
         child_main(&scenario);
@@ -399,6 +468,7 @@ fn main() {
             end_of_input_on_a_pipe_does_not_exit,
         ),
         ("only_one_stdio_chardev", only_one_stdio_chardev),
+        ("wait_notice_matches_qemu", wait_notice_matches_qemu),
     ];
     let mut failed = 0;
     let mut ran = 0;
