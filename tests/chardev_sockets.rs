@@ -443,3 +443,38 @@ fn mux_on_a_socket_switches_focus_and_handles_escapes() {
     assert!(bye.ends_with(b"QEMU: Terminated\n\r"), "{bye:?}");
     assert_eq!(running.wait_exit(Duration::from_secs(5)), 0);
 }
+
+#[test]
+fn hmp_survives_a_ten_megabyte_line() {
+    let dir = TempDir::new("bigline");
+    let path = dir.join("m");
+    let _running = Running::start(
+        vec![unix_server("mon", &path, false, false)],
+        vec![Attach::Hmp("mon")],
+        RunState::Prelaunch,
+    );
+    let client = connect_unix(&path);
+    let mut reader = client.try_clone().unwrap().short_timeout();
+    let drain = std::thread::spawn(move || {
+        read_until(
+            &mut reader,
+            Duration::from_secs(5),
+            Duration::from_secs(60),
+            |b| b.ends_with(b"VM status: paused (prelaunch)\r\n(qemu) "),
+        )
+    });
+    let mut writer = client;
+    let chunk = vec![b'a'; 1 << 20];
+    for _ in 0..10 {
+        writer.write_all(&chunk).unwrap();
+    }
+    writer.write_all(b"\ninfo status\n").unwrap();
+    let out = drain.join().unwrap();
+    // QEMU's line limit: the command is cut at 4095 bytes.
+    let unknown = format!("unknown command: '{}'\r\n", "a".repeat(4095));
+    assert!(
+        String::from_utf8_lossy(&out).contains(&unknown),
+        "no unknown-command line"
+    );
+    assert!(out.ends_with(b"VM status: paused (prelaunch)\r\n(qemu) "));
+}
