@@ -445,6 +445,38 @@ fn wait_notice_matches_qemu() {
     assert_eq!(notice(qemu_cmd), ours);
 }
 
+fn ctrl_c_while_waiting_for_a_client_matches_qemu() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = chardev_common::TempDir::new("waitint");
+    let path = dir.join("m.sock").display().to_string();
+    let ms = Duration::from_millis;
+    let steps: &[(&[u8], Duration)] = &[(b"\x03", ms(800))];
+    let mut cmd = vmscope_child("wait");
+    cmd.env("VMSCOPE_STDIO_PATH", &path);
+    let (ours, status, pty) = session(cmd, ms(500), steps);
+    assert_eq!(
+        status.and_then(|s| s.signal()),
+        Some(libc::SIGINT),
+        "{ours:?}"
+    );
+    assert_eq!(pty.lflags() & ECHO_ICANON, ECHO_ICANON);
+    if !qemu_available() {
+        println!("    (QEMU 7.2 not installed: comparison skipped)");
+        return;
+    }
+    let mut cmd = qemu_child(&["-display", "none"]);
+    cmd.args(["-monitor", &format!("unix:{path},server")]);
+    let (qemu, status, _) = session(cmd, ms(1500), steps);
+    assert_eq!(status.and_then(|s| s.signal()), Some(libc::SIGINT));
+    let strip = |b: &[u8]| {
+        let text = String::from_utf8_lossy(b).into_owned();
+        text.split_once(": ")
+            .map(|(_, rest)| rest.to_string())
+            .unwrap_or(text)
+    };
+    assert_eq!(strip(&ours), strip(&qemu));
+}
+
 fn main() {
     if let Ok(scenario) = std::env::var(CHILD_ENV) {
         child_main(&scenario);
@@ -469,6 +501,10 @@ fn main() {
         ),
         ("only_one_stdio_chardev", only_one_stdio_chardev),
         ("wait_notice_matches_qemu", wait_notice_matches_qemu),
+        (
+            "ctrl_c_while_waiting_for_a_client_matches_qemu",
+            ctrl_c_while_waiting_for_a_client_matches_qemu,
+        ),
     ];
     let mut failed = 0;
     let mut ran = 0;

@@ -39,6 +39,33 @@ impl TerminationSignal {
 
 const TERMINATION_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
+/// For waits outside the loop (a `wait` server at start-up): if a termination signal is
+/// pending (blocked by [`MainLoop::handle_termination_signals`]), die of it as QEMU does
+/// there (its handlers are not running yet either), restoring the terminal first.
+pub(crate) fn die_if_termination_signal_pending() {
+    // SAFETY: sigset_t is plain data; sigpending fills it in.
+    let mut pending: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer.
+    if unsafe { libc::sigpending(&mut pending) } != 0 {
+        return;
+    }
+    for sig in TERMINATION_SIGNALS {
+        // SAFETY: valid set pointer and signal number.
+        if unsafe { libc::sigismember(&pending, sig) } == 1 {
+            super::terminal::restore();
+            // SAFETY: default disposition, then unblocking delivers the pending signal,
+            // whose default action ends the process.
+            unsafe {
+                libc::signal(sig, libc::SIG_DFL);
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, sig);
+                libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            }
+        }
+    }
+}
+
 impl MainLoop {
     /// Receives SIGINT, SIGTERM and SIGHUP through a signalfd on this loop. On each, the
     /// QEMU message is printed to stderr and `on_signal` runs (the machine shuts down

@@ -98,16 +98,18 @@ impl Listener {
         }
     }
 
-    /// Blocks until a client connects (a `wait` server at start-up).
+    /// Blocks until a client connects (a `wait` server at start-up). Ctrl-C and other
+    /// termination signals still end the process meanwhile, as with QEMU.
     pub(crate) fn accept_blocking(&self) -> io::Result<Stream> {
         loop {
+            super::signals::die_if_termination_signal_pending();
             let mut pfd = libc::pollfd {
                 fd: self.fd(),
                 events: libc::POLLIN,
                 revents: 0,
             };
-            // SAFETY: one valid pollfd; -1 waits without timeout.
-            let rc = unsafe { libc::poll(&mut pfd, 1, -1) };
+            // SAFETY: one valid pollfd; wakes up now and then to look for signals.
+            let rc = unsafe { libc::poll(&mut pfd, 1, 100) };
             if rc < 0 {
                 let err = io::Error::last_os_error();
                 if err.kind() == io::ErrorKind::Interrupted {
