@@ -40,8 +40,16 @@ impl ChardevFrontend for Echo {
 
 fn child_main(scenario: &str) -> ! {
     let ml = MainLoop::new().unwrap();
-    ml.handle_termination_signals(|ml, _| ml.request_exit(0))
-        .unwrap();
+    // "late": the signal handling is installed only after the chardevs (and their helper
+    // threads) exist.
+    let (scenario, late) = match scenario.strip_suffix("-late-signals") {
+        Some(base) => (base, true),
+        None => (scenario, false),
+    };
+    if !late {
+        ml.handle_termination_signals(|ml, _| ml.request_exit(0))
+            .unwrap();
+    }
     let vm = MockVm::new(RunState::Prelaunch);
     let _ = vm.loop_handle.set(ml.handle());
     let commands = Arc::new(MonitorCommands::new(vm));
@@ -104,6 +112,10 @@ fn child_main(scenario: &str) -> ! {
         }
         other => panic!("unknown scenario {other}"),
     };
+    if late {
+        ml.handle_termination_signals(|ml, _| ml.request_exit(0))
+            .unwrap();
+    }
     let status = ml.run().unwrap();
     drop(chardevs);
     std::process::exit(status);
@@ -342,6 +354,15 @@ fn monitor_stdio_and_ctrl_c_match_qemu() {
     assert_eq!(String::from_utf8_lossy(&o), String::from_utf8_lossy(&q));
 }
 
+fn ctrl_c_is_handled_when_signal_handling_starts_late() {
+    let ms = Duration::from_millis;
+    let steps: &[(&[u8], Duration)] = &[(b"\x03", ms(800))];
+    let (out, status, pty) = session(vmscope_child("monitor-late-signals"), ms(500), steps);
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out).contains(": terminating on signal 2\r\n"));
+    assert_eq!(pty.lflags() & ECHO_ICANON, ECHO_ICANON, "terminal restored");
+}
+
 fn sigterm_restores_the_terminal_and_exits_zero() {
     let pty = Pty::new();
     let before = pty.lflags();
@@ -500,6 +521,10 @@ fn main() {
             end_of_input_on_a_pipe_does_not_exit,
         ),
         ("only_one_stdio_chardev", only_one_stdio_chardev),
+        (
+            "ctrl_c_is_handled_when_signal_handling_starts_late",
+            ctrl_c_is_handled_when_signal_handling_starts_late,
+        ),
         ("wait_notice_matches_qemu", wait_notice_matches_qemu),
         (
             "ctrl_c_while_waiting_for_a_client_matches_qemu",

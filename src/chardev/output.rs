@@ -342,7 +342,10 @@ impl ThreadSink {
 pub(crate) fn spawn_writer_thread(shared: Arc<ChardevShared>, sink: ThreadSink) -> io::Result<()> {
     std::thread::Builder::new()
         .name(format!("chardev-{}", shared.id))
-        .spawn(move || writer_thread(&shared, &sink))?;
+        .spawn(move || {
+            super::signals::block_termination_signals_in_this_thread();
+            writer_thread(&shared, &sink)
+        })?;
     Ok(())
 }
 

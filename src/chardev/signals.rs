@@ -39,6 +39,29 @@ impl TerminationSignal {
 
 const TERMINATION_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
+/// Blocks the termination signals in the calling thread. Helper threads of the chardev
+/// layer call it first thing, so a Ctrl-C is never delivered to them (whose default
+/// action would end the process without restoring the terminal), whatever the order in
+/// which the machine sets things up.
+pub(crate) fn block_termination_signals_in_this_thread() {
+    let set = termination_sigset();
+    // SAFETY: valid sigset pointer; the old mask is not needed.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+fn termination_sigset() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data initialised by sigemptyset/sigaddset with valid
+    // signal numbers.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in TERMINATION_SIGNALS {
+            libc::sigaddset(&mut set, sig);
+        }
+        set
+    }
+}
+
 /// For waits outside the loop (a `wait` server at start-up): if a termination signal is
 /// pending (blocked by [`MainLoop::handle_termination_signals`]), die of it as QEMU does
 /// there (its handlers are not running yet either), restoring the terminal first.
@@ -78,15 +101,7 @@ impl MainLoop {
         &self,
         mut on_signal: impl FnMut(&MainLoop, &TerminationSignal) + 'static,
     ) -> io::Result<()> {
-        // SAFETY: sigset_t is plain data initialised by sigemptyset/sigaddset.
-        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: valid pointer to a sigset_t; the signal numbers are valid.
-        unsafe {
-            libc::sigemptyset(&mut set);
-            for sig in TERMINATION_SIGNALS {
-                libc::sigaddset(&mut set, sig);
-            }
-        }
+        let set = termination_sigset();
         // SAFETY: valid sigset pointer; the old mask is not needed.
         let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
         if rc != 0 {

@@ -486,6 +486,7 @@ impl Chardev {
             let spawned = std::thread::Builder::new()
                 .name(format!("chardev-{}-connect", shared.id))
                 .spawn(move || {
+                    crate::chardev::signals::block_termination_signals_in_this_thread();
                     let result = target.connect();
                     *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
                     shared.kick();
