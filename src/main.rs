@@ -3,21 +3,19 @@
 
 use std::sync::{Arc, OnceLock};
 
-use vmm_sys_util::epoll::EventSet;
-use vmscope::chardev::{stdio, Chardevs, Frontend, MainLoop};
+use vmscope::chardev::{ChardevFrontend, ChardevWriter, Chardevs, Interest, LoopHandle, MainLoop};
 use vmscope::cli::{self, CliOutcome};
-use vmscope::config::{Accelerator, Config};
+use vmscope::config::{Accelerator, Config, MonitorMode};
 use vmscope::hw::serial::SerialPort;
-use vmscope::machine::{Machine, Next, RunState};
-use vmscope::monitor::hmp::Hmp;
-use vmscope::monitor::VmControl;
+use vmscope::machine::{Machine, Next};
+use vmscope::monitor::{Hmp, MonitorCommands, RunState, VmControl};
 use vmscope::process::{daemonize, PidFile};
 
 /// COM1 as a chardev front end. The UART is created with the machine, after the chardev
 /// handed out its writer, hence the late binding.
 struct SerialFrontend(OnceLock<Arc<SerialPort>>);
 
-impl Frontend for SerialFrontend {
+impl ChardevFrontend for SerialFrontend {
     fn can_receive(&self) -> usize {
         self.0.get().map_or(0, |port| port.input_space())
     }
@@ -28,29 +26,38 @@ impl Frontend for SerialFrontend {
     }
 }
 
-/// The monitors' view of the machine.
+/// The monitors' view of the machine. Monitors are attached before the machine exists (the
+/// serial port must be attached last to get the mux focus, and it needs the machine), but
+/// they only run commands from the loop, once the machine is set.
 struct MachineControl {
-    machine: Arc<Machine>,
-    name: Option<String>,
+    machine: OnceLock<Arc<Machine>>,
+    main_loop: LoopHandle,
+}
+
+impl MachineControl {
+    fn machine(&self) -> &Machine {
+        self.machine
+            .get()
+            .expect("monitors run only after start-up")
+    }
 }
 
 impl VmControl for MachineControl {
     fn run_state(&self) -> RunState {
-        self.machine.run_state()
+        self.machine().run_state()
     }
     fn stop(&self) {
-        self.machine.pause();
+        self.machine().pause();
     }
     fn cont(&self) -> Result<(), String> {
-        self.machine.resume()
+        self.machine().resume()
     }
-    fn name(&self) -> Option<String> {
-        self.name.clone()
+    fn quit(&self) {
+        self.main_loop.request_exit(0);
     }
 }
 
 fn fail(message: impl std::fmt::Display) -> ! {
-    stdio::restore_terminal();
     eprintln!("{}: {message}", vmscope::program_name());
     std::process::exit(1);
 }
@@ -69,105 +76,81 @@ fn main() {
     if !config.accelerators.is_empty() && !config.accelerators.contains(&Accelerator::Kvm) {
         fail("-accel tcg: vmscope runs guests on KVM only; software emulation (TCG) is not supported, use -accel kvm");
     }
-    let status = run(config);
-    stdio::restore_terminal();
-    std::process::exit(status);
+    std::process::exit(run(config));
 }
 
 fn run(config: Config) -> i32 {
-    let daemon = if config.daemonize {
-        Some(daemonize().unwrap_or_else(|e| fail(e)))
-    } else {
-        None
-    };
+    let daemon = config
+        .daemonize
+        .then(|| daemonize().unwrap_or_else(|e| fail(e)));
     let _pidfile = config
         .pidfile
         .as_deref()
         .map(|path| PidFile::create(path).unwrap_or_else(|e| fail(e)));
 
-    let mut main_loop = MainLoop::new().unwrap_or_else(|e| fail(e));
-    let chardevs = Chardevs::open(&config.chardevs, &mut main_loop).unwrap_or_else(|e| fail(e));
+    let main_loop = MainLoop::new().unwrap_or_else(|e| fail(e));
+    // Before any thread exists, so every thread inherits the blocked signals.
+    main_loop
+        .handle_termination_signals(|main_loop, _| main_loop.request_exit(0))
+        .unwrap_or_else(|e| fail(e));
+    let mut chardevs = Chardevs::open(&config.chardevs, &main_loop).unwrap_or_else(|e| fail(e));
 
-    let serial_frontend = Arc::new(SerialFrontend(OnceLock::new()));
-    let serial_output: Box<dyn std::io::Write + Send> = match config.serial_ports.first() {
-        Some(id) => {
-            let dev = chardevs.get(id).unwrap_or_else(|e| fail(e));
-            Box::new(
-                dev.attach(serial_frontend.clone())
-                    .unwrap_or_else(|e| fail(e)),
-            )
+    let control = Arc::new(MachineControl {
+        machine: OnceLock::new(),
+        main_loop: main_loop.handle(),
+    });
+    let commands = Arc::new(MonitorCommands::new(control.clone()));
+    for monitor in &config.monitors {
+        if monitor.mode == MonitorMode::Control {
+            fail(format!(
+                "-qmp/-mon mode=control on chardev '{}': QMP is not supported yet by vmscope",
+                monitor.chardev
+            ));
         }
-        None => Box::new(std::io::sink()),
-    };
-    let serial_chardev = config
-        .serial_ports
-        .first()
-        .map(|id| chardevs.get(id).unwrap_or_else(|e| fail(e)));
-    let loop_handle = main_loop.handle();
-    let rx_space: Box<dyn Fn() + Send + Sync> = match serial_chardev.clone() {
-        Some(dev) => Box::new(move || {
-            let dev = dev.clone();
-            loop_handle.post(move |_| dev.retry_input());
-        }),
-        None => Box::new(|| {}),
-    };
+        Hmp::attach(&mut chardevs, &monitor.chardev, commands.clone()).unwrap_or_else(|e| fail(e));
+    }
+
+    // COM1 is attached last so that, on a mux, it has the focus as in QEMU.
+    let serial_frontend = Arc::new(SerialFrontend(OnceLock::new()));
+    let serial_writer: Option<ChardevWriter> = config.serial_ports.first().map(|id| {
+        chardevs
+            .attach(id, serial_frontend.clone())
+            .unwrap_or_else(|e| fail(e))
+    });
+    if config.serial_ports.len() > 1 {
+        fail("-serial: only one serial port (COM1) is supported yet by vmscope");
+    }
+    let (serial_output, rx_space): (Box<dyn std::io::Write + Send>, Box<dyn Fn() + Send + Sync>) =
+        match serial_writer {
+            Some(writer) => {
+                let accept = writer.clone();
+                (Box::new(writer), Box::new(move || accept.accept_input()))
+            }
+            None => (Box::new(std::io::sink()), Box::new(|| {})),
+        };
 
     let mut machine = Machine::new(&config, serial_output, rx_space).unwrap_or_else(|e| fail(e));
     let _ = serial_frontend.0.set(machine.serial());
-    if let Err(e) = machine.start(config.start_paused) {
-        fail(e);
-    }
+    machine
+        .start(config.start_paused)
+        .unwrap_or_else(|e| fail(e));
     let machine = Arc::new(machine);
-
-    let control: Arc<dyn VmControl> = Arc::new(MachineControl {
-        machine: machine.clone(),
-        name: config.name.clone(),
-    });
-    for monitor in &config.monitors {
-        let dev = chardevs.get(&monitor.chardev).unwrap_or_else(|e| fail(e));
-        // The writer exists only once the front end is attached: attach a slot, fill it after.
-        let hmp = Arc::new(HmpSlot(OnceLock::new()));
-        let writer = dev.attach(hmp.clone()).unwrap_or_else(|e| fail(e));
-        let _ = hmp
-            .0
-            .set(Hmp::new(writer, control.clone(), main_loop.handle()));
-    }
-    chardevs.announce_open(&config.chardevs);
+    let _ = control.machine.set(machine.clone());
 
     let events_machine = machine.clone();
     main_loop
-        .add(
-            machine.event_fd(),
-            EventSet::IN,
-            Box::new(move |main_loop, _| {
-                if let Next::Exit(status) = events_machine.handle_events() {
-                    main_loop.exit(status);
-                }
-            }),
-        )
+        .add_fd(machine.event_fd(), Interest::READ, move |main_loop, _| {
+            if let Next::Exit(status) = events_machine.handle_events() {
+                main_loop.request_exit(status);
+            }
+        })
         .unwrap_or_else(|e| fail(e));
 
     if let Some(daemon) = daemon {
         daemon.finish();
     }
-    main_loop.run()
-}
-
-/// A monitor front end bound once its writer exists.
-struct HmpSlot(OnceLock<Hmp>);
-
-impl Frontend for HmpSlot {
-    fn can_receive(&self) -> usize {
-        self.0.get().map_or(0, |hmp| hmp.can_receive())
-    }
-    fn receive(&self, data: &[u8]) {
-        if let Some(hmp) = self.0.get() {
-            hmp.receive(data);
-        }
-    }
-    fn opened(&self) {
-        if let Some(hmp) = self.0.get() {
-            hmp.opened();
-        }
-    }
+    let status = main_loop.run().unwrap_or_else(|e| fail(e));
+    // Flushes chardev output, removes socket files and restores the terminal.
+    drop(chardevs);
+    status
 }

@@ -33,6 +33,7 @@ use crate::hw::bus::PioBus;
 use crate::hw::i8042::{ResetTrigger, I8042, I8042_BASE, I8042_PORT_COUNT};
 use crate::hw::pm::{PowerManagement, PM_IO_BASE, PM_IO_LEN};
 use crate::hw::serial::{IrqLine, RxSpace, SerialPort, COM1_BASE, COM1_IRQ, UART_PORT_COUNT};
+use crate::monitor::RunState;
 use boot::BootEntry;
 use cpuid::CpuTopology;
 use e820::E820Entry;
@@ -72,18 +73,6 @@ pub struct Shared {
     /// Where the boot vCPU starts after power-on and every reset.
     pub boot_entry: Mutex<BootEntry>,
     pub events: Arc<EventSink>,
-}
-
-/// QEMU's run states, as far as the machine has them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RunState {
-    /// `-S`: created, never started.
-    Prelaunch,
-    Running,
-    Paused,
-    /// Powered off under `-no-shutdown`.
-    Shutdown,
-    InternalError,
 }
 
 /// What the process should do after the main loop handled machine events.

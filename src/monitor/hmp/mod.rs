@@ -1,0 +1,210 @@
+//! The human monitor (HMP) as a chardev front end: QEMU 7.2's banner, `(qemu) ` prompt,
+//! readline echo, command texts, and its behaviour on a mux (output held while another
+//! front end has the focus, a fresh prompt when it comes back).
+//!
+//! Input is handled byte by byte as it arrives, so a command runs as soon as its newline
+//! is read: `echo info status | socat - UNIX-CONNECT:sock` gets its answer even though
+//! socat shuts its side down right after sending (the chardev delivers everything before
+//! reporting the disconnect and sends the replies before closing).
+
+mod readline;
+mod table;
+
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use self::readline::Readline;
+use self::table::{Action, Parsed};
+use super::commands::MonitorCommands;
+use super::QEMU_VERSION;
+use crate::chardev::{ChardevError, ChardevEvent, ChardevFrontend, ChardevWriter, Chardevs};
+
+/// Output kept while the chardev refuses it (stalled client) or the focus is elsewhere;
+/// beyond this the oldest output is dropped.
+const HELD_OUTPUT_LIMIT: usize = 1 << 20;
+
+/// One HMP monitor on one chardev.
+pub struct Hmp {
+    commands: Arc<MonitorCommands>,
+    writer: OnceLock<ChardevWriter>,
+    state: Mutex<HmpState>,
+}
+
+struct HmpState {
+    readline: Readline,
+    /// A mux gave the focus to another front end (QEMU's `mux_out`).
+    mux_out: bool,
+    /// The chardev has been opened at least once (QEMU's `reset_seen`).
+    opened: bool,
+    /// QEMU's suspend count: no input is taken and no prompt shown while non-zero.
+    suspended: u32,
+    /// Output not yet handed to the chardev.
+    held: Vec<u8>,
+}
+
+impl Hmp {
+    /// Creates the monitor and attaches it to chardev `chardev_id`.
+    pub fn attach(
+        chardevs: &mut Chardevs,
+        chardev_id: &str,
+        commands: Arc<MonitorCommands>,
+    ) -> Result<Arc<Hmp>, ChardevError> {
+        let hmp = Arc::new(Hmp {
+            commands,
+            writer: OnceLock::new(),
+            state: Mutex::new(HmpState {
+                readline: Readline::new(),
+                mux_out: false,
+                opened: false,
+                suspended: 0,
+                held: Vec::new(),
+            }),
+        });
+        let writer = chardevs.attach(chardev_id, hmp.clone())?;
+        // Events only come from the loop, after attach has returned: set before use.
+        let _ = hmp.writer.set(writer);
+        Ok(hmp)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HmpState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes held output unless another mux front end has the focus.
+    fn flush(&self, state: &mut HmpState) {
+        if state.mux_out || state.held.is_empty() {
+            return;
+        }
+        let Some(writer) = self.writer.get() else {
+            return;
+        };
+        if std::io::Write::write_all(&mut &*writer, &state.held).is_ok() {
+            state.held.clear();
+        } else if state.held.len() > HELD_OUTPUT_LIMIT {
+            let excess = state.held.len() - HELD_OUTPUT_LIMIT;
+            state.held.drain(..excess);
+        }
+    }
+
+    fn resume(&self, state: &mut HmpState) {
+        state.suspended = state.suspended.saturating_sub(1);
+        if state.suspended == 0 {
+            let mut out = Vec::new();
+            state.readline.show_prompt(&mut out);
+            puts(state, &out);
+        }
+    }
+
+    fn run_line(&self, state: &mut HmpState, line: &[u8]) {
+        // As QEMU: suspended while the command runs, the prompt comes back on resume.
+        state.suspended += 1;
+        match table::parse(line) {
+            Parsed::Blank => {}
+            Parsed::Error(text) => puts(state, &text),
+            Parsed::Command { command, argument } => match command.action {
+                Action::Help => puts(state, &table::help_text(argument.as_deref())),
+                Action::InfoHelp => puts(state, &table::help_text(Some(b"info"))),
+                Action::InfoStatus => {
+                    let text = format!("{}\n", self.commands.query_status().hmp_text());
+                    puts(state, text.as_bytes());
+                }
+                Action::Stop => self.report(state, self.commands.stop()),
+                Action::Cont => self.report(state, self.commands.cont()),
+                Action::Quit => {
+                    // Stays suspended: no prompt, no more input, like QEMU's hmp_quit.
+                    state.suspended += 1;
+                    self.flush(state);
+                    self.report(state, self.commands.quit());
+                }
+            },
+        }
+        self.resume(state);
+    }
+
+    fn report(&self, state: &mut HmpState, result: Result<(), super::CommandError>) {
+        if let Err(e) = result {
+            puts(state, format!("Error: {}\n", e.desc).as_bytes());
+        }
+    }
+}
+
+/// Appends monitor output, turning every `\n` into `\r\n` as QEMU's monitor does.
+fn puts(state: &mut HmpState, text: &[u8]) {
+    for &b in text {
+        if b == b'\n' {
+            state.held.push(b'\r');
+        }
+        state.held.push(b);
+    }
+}
+
+impl ChardevFrontend for Hmp {
+    fn can_receive(&self) -> usize {
+        if self.lock().suspended > 0 {
+            0
+        } else {
+            4096
+        }
+    }
+
+    fn receive(&self, data: &[u8]) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        for &byte in data {
+            if state.suspended > 0 {
+                // After `quit` the rest of the input is not for us.
+                break;
+            }
+            let mut echo = Vec::new();
+            let line = state
+                .readline
+                .handle_byte(byte, &mut echo, &table::complete);
+            puts(state, &echo);
+            if let Some(line) = line {
+                self.run_line(state, &line);
+            }
+        }
+        self.flush(state);
+    }
+
+    fn event(&self, event: ChardevEvent) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        match event {
+            ChardevEvent::Opened => {
+                puts(
+                    state,
+                    format!("QEMU {QEMU_VERSION} monitor - type 'help' for more information\n")
+                        .as_bytes(),
+                );
+                if !state.mux_out {
+                    state.readline.restart();
+                    let mut out = Vec::new();
+                    state.readline.show_prompt(&mut out);
+                    puts(state, &out);
+                }
+                state.opened = true;
+            }
+            ChardevEvent::FocusIn => {
+                state.mux_out = false;
+                if state.opened {
+                    state.readline.restart();
+                    self.resume(state);
+                } else {
+                    state.suspended = 0;
+                }
+            }
+            ChardevEvent::FocusOut => {
+                if state.opened {
+                    if state.suspended == 0 {
+                        puts(state, b"\n");
+                    }
+                    self.flush(state);
+                }
+                state.suspended += 1;
+                state.mux_out = true;
+            }
+            ChardevEvent::Closed | ChardevEvent::Break => {}
+        }
+        self.flush(state);
+    }
+}
