@@ -3,7 +3,8 @@
 
 use kvm_bindings::{kvm_cpuid_entry2, CpuId};
 
-use crate::config::{CpuModelKind, SmpConfig};
+use super::cpu_features::{apply_overrides, UnknownFeature};
+use crate::config::{CpuModel, CpuModelKind, SmpConfig};
 
 // Leaf 1 EDX bits.
 const EDX_FPU: u32 = 1 << 0;
@@ -176,13 +177,16 @@ pub fn is_amd_model(supported: &CpuId, model: CpuModelKind) -> bool {
 }
 
 /// Builds the CPUID table of one vCPU from KVM's supported table.
+///
+/// Returns QEMU's warnings for requested flags KVM cannot provide; a flag name vmscope does
+/// not know is an error.
 pub fn vcpu_cpuid(
     supported: &CpuId,
-    model: CpuModelKind,
+    model: &CpuModel,
     topology: &CpuTopology,
     apic_id: u32,
-) -> CpuId {
-    let legacy = match model {
+) -> Result<(CpuId, Vec<String>), UnknownFeature> {
+    let legacy = match model.kind {
         CpuModelKind::Qemu64 => Some(&QEMU64),
         CpuModelKind::Kvm64 => Some(&KVM64),
         CpuModelKind::Host | CpuModelKind::Max => None,
@@ -201,13 +205,17 @@ pub fn vcpu_cpuid(
         .filter(|e| e.function != 0x1f)
         .collect();
 
+    if let Some(m) = legacy {
+        entries
+            .iter_mut()
+            .for_each(|entry| apply_legacy_model(entry, m));
+    }
+    let warnings = apply_overrides(&mut entries, supported.as_slice(), &model.feature_overrides)?;
     for entry in entries.iter_mut() {
-        if let Some(m) = legacy {
-            apply_legacy_model(entry, m);
-        }
         apply_topology(entry, topology, apic_id);
     }
-    CpuId::from_entries(&entries).expect("filtered table is no larger than KVM's")
+    let table = CpuId::from_entries(&entries).expect("filtered table is no larger than KVM's");
+    Ok((table, warnings))
 }
 
 fn apply_legacy_model(entry: &mut kvm_cpuid_entry2, m: &LegacyModel) {
@@ -347,6 +355,28 @@ mod tests {
         );
     }
 
+    fn model(kind: CpuModelKind) -> CpuModel {
+        CpuModel {
+            kind,
+            feature_overrides: vec![],
+        }
+    }
+
+    #[test]
+    fn feature_overrides_apply_on_top_of_the_model() {
+        let topo = CpuTopology::new(&smp(1, 1, 1, 1));
+        let qemu64_avx = CpuModel {
+            kind: CpuModelKind::Qemu64,
+            feature_overrides: vec![("avx".into(), true), ("x2apic".into(), false)],
+        };
+        let (cpuid, warnings) = vcpu_cpuid(&fake_supported(), &qemu64_avx, &topo, 0).unwrap();
+        assert!(warnings.is_empty());
+        assert_eq!(
+            leaf(&cpuid, 1).unwrap().ecx,
+            ECX_SSE3 | ECX_CX16 | ECX_HYPERVISOR | (1 << 28)
+        );
+    }
+
     fn fake_supported() -> CpuId {
         let mut entries = vec![];
         for function in [0u32, 1, 4, 7, 0xb, 0xd, 0x14, 0x1f] {
@@ -389,7 +419,9 @@ mod tests {
     #[test]
     fn qemu64_is_an_amd_family_15_model_without_avx_or_leaf7_features() {
         let topo = CpuTopology::new(&smp(1, 1, 1, 1));
-        let cpuid = vcpu_cpuid(&fake_supported(), CpuModelKind::Qemu64, &topo, 0);
+        let cpuid = vcpu_cpuid(&fake_supported(), &model(CpuModelKind::Qemu64), &topo, 0)
+            .unwrap()
+            .0;
         let l0 = leaf(&cpuid, 0).unwrap();
         assert_eq!(l0.eax, 0xd);
         let vendor: Vec<u8> = [l0.ebx, l0.edx, l0.ecx]
@@ -409,7 +441,9 @@ mod tests {
     #[test]
     fn host_model_keeps_kvm_features_but_sets_topology() {
         let topo = CpuTopology::new(&smp(4, 1, 4, 1));
-        let cpuid = vcpu_cpuid(&fake_supported(), CpuModelKind::Host, &topo, 3);
+        let cpuid = vcpu_cpuid(&fake_supported(), &model(CpuModelKind::Host), &topo, 3)
+            .unwrap()
+            .0;
         let l1 = leaf(&cpuid, 1).unwrap();
         assert_eq!(l1.ebx >> 24, 3, "APIC id");
         assert_eq!((l1.ebx >> 16) & 0xff, 4, "logical processors per package");

@@ -6,6 +6,7 @@
 
 pub mod acpi;
 pub mod boot;
+pub mod cpu_features;
 pub mod cpuid;
 pub mod e820;
 pub mod gate;
@@ -106,6 +107,8 @@ pub enum MachineError {
     NoKernel,
     #[error("{0}")]
     Start(String),
+    #[error("{0}")]
+    CpuFeature(#[from] cpu_features::UnknownFeature),
     #[error("cannot start vCPU thread: {0}")]
     Thread(#[source] std::io::Error),
 }
@@ -226,7 +229,12 @@ impl Machine {
             let fd = vm
                 .create_vcpu(u64::from(apic_id))
                 .map_err(kvm_err("creating a vCPU"))?;
-            let table = cpuid::vcpu_cpuid(&supported, config.cpu.kind, &topology, apic_id);
+            let (table, warnings) = cpuid::vcpu_cpuid(&supported, &config.cpu, &topology, apic_id)?;
+            if index == 0 {
+                for warning in warnings {
+                    eprintln!("{}: {warning}", crate::program_name());
+                }
+            }
             fd.set_cpuid2(&table).map_err(kvm_err("setting CPUID"))?;
             regs::wire_local_apic(&fd)?;
             let initial_lapic = fd.get_lapic().map_err(kvm_err("reading the local APIC"))?;
