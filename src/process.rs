@@ -13,14 +13,24 @@ pub struct PidFile {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
-    #[error("cannot create PID file: {0}")]
+    #[error("cannot create PID file: Cannot open pid file: {}", os_text(.0))]
     PidCreate(#[source] std::io::Error),
-    #[error("Cannot lock pid file: {0}")]
+    #[error("cannot create PID file: Cannot lock pid file: {}", os_text(.0))]
     PidLock(#[source] std::io::Error),
-    #[error("Failed to write PID file: {0}")]
+    #[error("cannot create PID file: Failed to write pid file: {}", os_text(.0))]
     PidWrite(#[source] std::io::Error),
     #[error("cannot daemonize: {0}")]
     Daemonize(#[source] std::io::Error),
+}
+
+/// An OS error as C's `strerror` words it (what QEMU prints), without Rust's
+/// " (os error N)" suffix.
+fn os_text(err: &std::io::Error) -> String {
+    let text = err.to_string();
+    match text.find(" (os error") {
+        Some(end) => text[..end].to_string(),
+        None => text,
+    }
 }
 
 impl PidFile {

@@ -7,6 +7,8 @@
 //! `earlyprintk=serial,ttyS0,BAUD` from the command line found through the zero page and
 //! programs COM1's divisor latch for that baud rate.
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -128,8 +130,7 @@ fn zero_page_follows_the_64_bit_boot_protocol() {
 
 #[test]
 fn the_kernel_entered_in_long_mode_reads_its_command_line() {
-    if !std::path::Path::new("/dev/kvm").exists() {
-        eprintln!("SKIPPED (no /dev/kvm)");
+    if !common::kvm::require("the_kernel_entered_in_long_mode_reads_its_command_line") {
         return;
     }
     let config = Config {
@@ -154,4 +155,5 @@ fn the_kernel_entered_in_long_mode_reads_its_command_line() {
         std::thread::sleep(Duration::from_millis(20));
     }
     machine.shutdown();
+    common::kvm::record_use("the_kernel_entered_in_long_mode_reads_its_command_line");
 }
