@@ -9,7 +9,7 @@ use vmscope::config::{Accelerator, Config, MonitorMode};
 use vmscope::hw::serial::SerialPort;
 use vmscope::machine::{Machine, Next};
 use vmscope::monitor::{Hmp, MonitorCommands, RunState, VmControl};
-use vmscope::process::{daemonize, PidFile};
+use vmscope::process::{daemonize, set_process_name, PidFile};
 
 /// COM1 as a chardev front end. The UART is created with the machine, after the chardev
 /// handed out its writer, hence the late binding.
@@ -88,6 +88,10 @@ fn run(config: Config) -> i32 {
         .as_deref()
         .map(|path| PidFile::create(path).unwrap_or_else(|e| fail(e)));
 
+    if let Some(name) = &config.process_name {
+        // Threads started later inherit the main thread's name unless they set their own.
+        set_process_name(name);
+    }
     let main_loop = MainLoop::new().unwrap_or_else(|e| fail(e));
     // Before any thread exists, so every thread inherits the blocked signals.
     main_loop

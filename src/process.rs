@@ -5,6 +5,15 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+/// `-name process=NAME`: the name `ps` and `/proc/PID/comm` show for the process (Linux
+/// keeps the first 15 bytes), as QEMU sets it.
+pub fn set_process_name(name: &str) {
+    let mut bytes: Vec<u8> = name.bytes().filter(|&b| b != 0).take(15).collect();
+    bytes.push(0);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes, which `bytes` is.
+    unsafe { libc::prctl(libc::PR_SET_NAME, bytes.as_ptr() as libc::c_ulong, 0, 0, 0) };
+}
+
 /// A pid file that stays locked while the process runs and is removed when it ends.
 pub struct PidFile {
     path: PathBuf,

@@ -98,3 +98,34 @@ fn daemonized_vm_writes_a_locked_pid_file_and_removes_it_on_quit() {
     let _ = std::fs::remove_dir_all(&dir);
     common::kvm::record_use("daemonized_vm_writes_a_locked_pid_file_and_removes_it_on_quit");
 }
+
+/// The process name `ps -A | grep qemu` finds: Linux takes it from the file name the binary
+/// was started as (scripts/install.sh links `qemu-system-x86_64` to vmscope), and
+/// `-name process=` overrides it, as on QEMU.
+#[test]
+fn process_name_follows_the_installed_name_and_name_process() {
+    if !common::kvm::require("process_name_follows_the_installed_name_and_name_process") {
+        return;
+    }
+    let dir = scratch("comm");
+    let link = dir.join("qemu-system-x86_64");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_vmscope"), &link).unwrap();
+    for (extra, expected) in [
+        (vec![], "qemu-system-x86"),
+        (vec!["-name", "guest0,process=myvmproc"], "myvmproc"),
+    ] {
+        let mut child = Command::new(&link)
+            .args(["-S", "-m", "64", "-display", "none", "-nodefaults"])
+            .args(&extra)
+            .spawn()
+            .unwrap();
+        let comm = format!("/proc/{}/comm", child.id());
+        wait_until("the name is set", || {
+            std::fs::read_to_string(&comm).is_ok_and(|c| c.trim() == expected)
+        });
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    common::kvm::record_use("process_name_follows_the_installed_name_and_name_process");
+}
