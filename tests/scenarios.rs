@@ -32,6 +32,8 @@ struct Case {
     name: &'static str,
     scenario: &'static str,
     smp: u32,
+    /// A full `-smp` value with topology, instead of the bare vCPU count.
+    topology: Option<&'static str>,
     /// `-m`, when not the default (128 MiB).
     memory: Option<&'static str>,
     /// `-no-reboot`: a guest reset ends the process (status 0) instead of rebooting.
@@ -46,10 +48,16 @@ impl Case {
             name,
             scenario,
             smp,
+            topology: None,
             memory: None,
             no_reboot: false,
             input: None,
         }
+    }
+
+    fn topology(mut self, smp: &'static str) -> Case {
+        self.topology = Some(smp);
+        self
     }
 
     fn memory(mut self, size: &'static str) -> Case {
@@ -80,7 +88,8 @@ impl Case {
             "-append".into(),
             self.scenario.into(),
             "-smp".into(),
-            self.smp.to_string(),
+            self.topology
+                .map_or_else(|| self.smp.to_string(), str::to_string),
         ];
         if let Some(size) = self.memory {
             args.extend(["-m".into(), size.into()]);
@@ -225,6 +234,10 @@ scenario_tests! {
     memory_6g_smp4 => |n| Case::new(n, "memory", 4).memory("6G");
     smp_smp1 => |n| Case::new(n, "smp", 1);
     smp_smp4 => |n| Case::new(n, "smp", 4);
+    // APIC ids encode sockets, cores and threads with power-of-two widths: 2 sockets of 3
+    // cores number 0-2 and 4-6.
+    smp_2_sockets_3_cores => |n| Case::new(n, "smp", 6).topology("6,sockets=2,cores=3");
+    smp_2_cores_2_threads => |n| Case::new(n, "smp", 4).topology("4,sockets=1,cores=2,threads=2");
     serial_echo_smp1 => |n| Case::new(n, "serial-echo", 1).input(ECHO_READY, ECHO_INPUT);
     serial_echo_smp4 => |n| Case::new(n, "serial-echo", 4).input(ECHO_READY, ECHO_INPUT);
     timer_smp1 => |n| Case::new(n, "timer", 1);
