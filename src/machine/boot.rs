@@ -105,6 +105,10 @@ pub fn load_kernel(
             path: boot.kernel.clone(),
         })?;
     let cmdline_size = write_cmdline(mem, &boot.cmdline)?;
+    let load_error = |e: linux_loader::loader::Error| BootError::Load {
+        path: boot.kernel.clone(),
+        reason: e.to_string(),
+    };
     match format {
         KernelFormat::Elf => {
             let loaded = Elf::load(
@@ -113,10 +117,7 @@ pub fn load_kernel(
                 &mut kernel,
                 Some(GuestAddress(HIGH_MEMORY_START)),
             )
-            .map_err(|e| BootError::Load {
-                path: boot.kernel.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(load_error)?;
             let PvhBootCapability::PvhEntryPresent(entry) = loaded.pvh_boot_cap else {
                 return Err(BootError::ElfWithoutPvhNote);
             };
@@ -134,10 +135,7 @@ pub fn load_kernel(
                 &mut kernel,
                 Some(GuestAddress(HIGH_MEMORY_START)),
             )
-            .map_err(|e| BootError::Load {
-                path: boot.kernel.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(load_error)?;
             let header = loaded.setup_header.ok_or_else(|| BootError::Load {
                 path: boot.kernel.clone(),
                 reason: "no setup header".into(),
