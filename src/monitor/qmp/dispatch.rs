@@ -309,9 +309,10 @@ fn check_arguments(params: &[Param], args: &QDict) -> Result<(), CommandError> {
                     match item {
                         QObject::String(s) if s == "oob" => {}
                         QObject::String(s) => {
+                            // QEMU 7.2 names a list element 'null' in this one message.
                             return Err(CommandError::generic(format!(
-                                "Parameter '{element}' does not accept value '{s}'"
-                            )))
+                                "Parameter 'null' does not accept value '{s}'"
+                            )));
                         }
                         _ => return Err(type_error(&element, "string")),
                     }

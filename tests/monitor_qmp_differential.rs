@@ -1,0 +1,298 @@
+//! QMP differential tests: the same bytes sent to QEMU 7.2 (`-accel tcg -S -nodefaults`,
+//! `-qmp unix:…,server,nowait`) and to vmscope's QMP monitor (main loop + chardev + QMP
+//! over a mock machine in `prelaunch`), the replies compared byte for byte with only the
+//! version micro/package, event timestamps and vCPU thread ids masked.
+//!
+//! Each test skips with a message when QEMU 7.2 is not installed.
+
+mod chardev_common;
+
+use std::io::Write;
+use std::net::Shutdown;
+use std::path::Path;
+use std::time::Duration;
+
+use chardev_common::*;
+use vmscope::monitor::RunState;
+
+const QUIET: Duration = Duration::from_millis(250);
+
+fn skip_without_qemu() -> bool {
+    if qemu_available() {
+        return false;
+    }
+    eprintln!("SKIPPED: qemu-system-x86_64 7.2 is not installed");
+    true
+}
+
+/// Replaces the digits after each `key` (e.g. `"seconds": `) by `N`.
+fn mask_number_after(text: &str, key: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(pos) = rest.find(key) {
+        out.push_str(&rest[..pos + key.len()]);
+        rest = &rest[pos + key.len()..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '-'))
+            .unwrap_or(rest.len());
+        if end > 0 {
+            out.push('N');
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Masks what legitimately differs: the micro version and package string, timestamps,
+/// and the vCPU thread id (`"thread-id": N, "props"`; the topology `thread-id` is kept).
+pub fn mask_qmp(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes).into_owned();
+    let mut text = mask_number_after(&text, "{\"micro\": ");
+    while let Some(pos) = text.find("\"package\": \"") {
+        let start = pos + "\"package\": \"".len();
+        let end = start + text[start..].find('"').expect("package string ends");
+        text.replace_range(pos..end + 1, "\"package\": PKG");
+    }
+    let text = mask_number_after(&text, "\"seconds\": ");
+    let text = mask_number_after(&text, "\"microseconds\": ");
+    text.replace("\"thread-id\": ", "\"thread-id\":\u{1}")
+        .split('\u{1}')
+        .enumerate()
+        .map(|(i, part)| {
+            if i > 0
+                && part.contains(", \"props\"")
+                && part.starts_with(|c: char| c.is_ascii_digit())
+            {
+                let end = part.find(',').unwrap();
+                format!(" TID{}", &part[end..])
+            } else if i > 0 {
+                format!(" {part}")
+            } else {
+                part.to_string()
+            }
+        })
+        .collect()
+}
+
+/// One QMP conversation: read the greeting, then send each chunk and read until quiet.
+/// Markers between chunks make mismatches easy to locate. `half_close` shuts the write
+/// side down after the last chunk and reads until the server closes or goes quiet.
+fn converse_qmp(path: &Path, chunks: &[&[u8]], half_close: bool) -> Vec<u8> {
+    let mut s = connect_unix(path).short_timeout();
+    let mut out = read_until(&mut s, QUIET, Duration::from_secs(10), |b| {
+        b.ends_with(b"\r\n")
+    });
+    for (i, chunk) in chunks.iter().enumerate() {
+        out.extend_from_slice(
+            format!("<<{}>>", String::from_utf8_lossy(chunk).escape_debug()).as_bytes(),
+        );
+        s.write_all(chunk).unwrap();
+        if half_close && i + 1 == chunks.len() {
+            s.shutdown(Shutdown::Write).unwrap();
+        }
+        out.extend(read_quiet(&mut s, QUIET, Duration::from_secs(10)));
+    }
+    out
+}
+
+/// Runs the conversation against QEMU and vmscope (in parallel); returns masked
+/// (qemu, vmscope) transcripts.
+fn both(chunks: &'static [&'static [u8]], half_close: bool) -> (String, String) {
+    let dir = TempDir::new("qmpdiff");
+    let qemu_sock = dir.join("qemu.sock");
+    let ours_sock = dir.join("ours.sock");
+    let _qemu = Qemu::start(&[
+        "-qmp",
+        &format!("unix:{},server,nowait", qemu_sock.display()),
+    ]);
+    let _ours = Running::start(
+        vec![unix_server("compat_monitor0", &ours_sock, false, false)],
+        vec![Attach::Qmp("compat_monitor0")],
+        RunState::Prelaunch,
+    );
+    let qemu_thread = std::thread::spawn(move || converse_qmp(&qemu_sock, chunks, half_close));
+    let ours = converse_qmp(&ours_sock, chunks, half_close);
+    let qemu = qemu_thread.join().unwrap();
+    (mask_qmp(&qemu), mask_qmp(&ours))
+}
+
+fn assert_same(chunks: &'static [&'static [u8]]) {
+    let (qemu, ours) = both(chunks, false);
+    assert!(qemu.starts_with("{\"QMP\": "), "QEMU transcript: {qemu:?}");
+    assert_eq!(ours, qemu, "\nvmscope:\n{ours}\nQEMU 7.2:\n{qemu}");
+}
+
+const CAPS: &[u8] = b"{\"execute\": \"qmp_capabilities\"}\n";
+
+#[test]
+fn greeting_and_negotiation_errors() {
+    if skip_without_qemu() {
+        return;
+    }
+    assert_same(&[
+        b"{\"execute\": \"query-status\"}\n",
+        b"{\"execute\": \"nope\", \"id\": 7}\n",
+        b"{\"execute\": \"qmp_capabilities\", \"arguments\": {\"enable\": [\"foo\"]}}\n",
+        b"{\"execute\": \"qmp_capabilities\", \"arguments\": {\"enable\": [1]}}\n",
+        b"{\"execute\": \"qmp_capabilities\", \"arguments\": {\"enable\": \"oob\"}}\n",
+        b"{\"execute\": \"qmp_capabilities\", \"arguments\": {\"x\": 1}}\n",
+        b"{\"arguments\": {}}\n",
+        b"{\"execute\": \"qmp_capabilities\", \"id\": \"neg\"}\n",
+        b"{\"execute\": \"qmp_capabilities\", \"id\": \"again\"}\n",
+        b"{\"execute\": \"query-status\", \"id\": 1}\n",
+    ]);
+}
+
+#[test]
+fn commands_and_their_errors() {
+    if skip_without_qemu() {
+        return;
+    }
+    assert_same(&[
+        CAPS,
+        b"{\"execute\": \"query-version\"}\n",
+        b"{\"execute\": \"query-status\"}\n",
+        b"{\"execute\": \"query-name\"}\n",
+        b"{\"execute\": \"query-cpus-fast\"}\n",
+        b"{\"execute\": \"stop\"}\n",
+        b"{\"execute\": \"query-status\"}\n",
+        b"{\"execute\": \"cont\", \"id\": \"c1\"}\n",
+        b"{\"execute\": \"query-status\"}\n",
+        b"{\"execute\": \"cont\"}\n",
+        b"{\"execute\": \"stop\"}\n",
+        b"{\"execute\": \"stop\"}\n",
+        b"{\"execute\": \"query-status\"}\n",
+        b"{\"execute\": \"human-monitor-command\", \"arguments\": {\"command-line\": \"info status\"}}\n",
+        b"{\"execute\": \"human-monitor-command\", \"arguments\": {\"command-line\": \"foo\"}}\n",
+        b"{\"execute\": \"human-monitor-command\", \"arguments\": {\"command-line\": \"cont\"}}\n",
+        b"{\"execute\": \"human-monitor-command\", \"arguments\": {\"command-line\": \"stop x\"}}\n",
+        b"{\"execute\": \"human-monitor-command\", \"arguments\": {\"command-line\": \"stop\"}}\n",
+        b"{\"execute\": \"human-monitor-command\", \"arguments\": {\"command-line\": \"\"}}\n",
+        b"{\"execute\": \"human-monitor-command\", \"arguments\": {\"command-line\": \"info status\", \"cpu-index\": 0}}\n",
+        b"{\"execute\": \"human-monitor-command\", \"arguments\": {\"command-line\": \"info status\", \"cpu-index\": 5}}\n",
+        b"{\"execute\": \"human-monitor-command\", \"arguments\": {}}\n",
+        b"{\"execute\": \"human-monitor-command\", \"arguments\": {\"command-line\": 1}}\n",
+        b"{\"execute\": \"human-monitor-command\", \"arguments\": {\"command-line\": \"x\", \"cpu-index\": \"a\"}}\n",
+        b"{\"execute\": \"human-monitor-command\", \"arguments\": {\"command-line\": \"x\", \"cpu-index\": 1.5}}\n",
+        b"{\"execute\": \"human-monitor-command\", \"arguments\": {\"command-line\": \"x\", \"zz\": 1}}\n",
+        b"{\"execute\": \"query-status\", \"arguments\": {\"a\": 1}}\n",
+        b"{\"execute\": \"nope\", \"id\": \"x\"}\n",
+        b"{\"execute\": \"query-status\", \"arguments\": {}, \"id\": {\"b\": 1, \"a\": [1, \"x\", null, true, 2.5]}}\n",
+        b"{\"execute\": \"query-name\", \"id\": \"nop\xc3\xa9\\t\\u0000\\/\xf0\x9f\x98\x80\"}\n",
+        b"{\"execute\": \"query-status\", \"id\": [1e300, 0.1, -0.0, 100000000000000000000, 18446744073709551615, -9223372036854775809, 1.0]}\n",
+        b"{\"execute\": \"qmp_capabilities\"}\n",
+    ]);
+}
+
+#[test]
+fn malformed_requests() {
+    if skip_without_qemu() {
+        return;
+    }
+    assert_same(&[
+        CAPS,
+        b"[1]\n",
+        b"\"x\"\n",
+        b"42\n",
+        b"{}\n",
+        b"{\"execute\": 1}\n",
+        b"{\"execute\": \"query-status\", \"arguments\": []}\n",
+        b"{\"execute\": \"query-status\", \"foo\": 1}\n",
+        b"{\"exec-oob\": \"query-status\"}\n",
+        b"{\"execute\": \"query-status\", \"exec-oob\": \"stop\"}\n",
+        b"{\"a\": 1, \"a\": 2}\n",
+        b"}\n",
+        b"]\n",
+        b"{\"execute\": \n",
+        b"}\n",
+        b"\xff{\"execute\": \"query-status\"}\n",
+        b"{\"execute\": \"query-status\"\x01}\n",
+        b"{\"execute\": \"query-status\" x}\n",
+        b"{\"execute\": \"query-status\" X}\n",
+        b"{\"execute\": tru}\n",
+        b"{\"execute\": \"\\x\"}\n",
+        b"{\"execute\": \"\\uD800\"}\n",
+        b"{\"execute\": \"\xc3\"}\n",
+        b"{1: 2}\n",
+        b"{\"execute\" \"stop\"}\n",
+        b"[1 2]\n",
+        b"@#$ garbage {\"execute\": \"query-name\"}\n",
+        b"\x00\x00{\"execute\": \"query-name\"}\n",
+        b"012\n",
+        b"{\"execute\": \"query-name\", \"id\": 1e400}\n",
+    ]);
+}
+
+#[test]
+fn single_quotes_several_per_line_and_split_reads() {
+    if skip_without_qemu() {
+        return;
+    }
+    assert_same(&[
+        b"{'execute':'qmp_capabilities'} {'execute': 'query-status', 'id': 'a\"b'}{\"execute\":\"query-name\"}\n",
+        b"{'execute': 'query-stat",
+        b"us', 'id'",
+        b": 3}",
+        b"\n{'execute': 'stop'} {'execute': 'cont'} {'execute': 'query-status'}\n",
+    ]);
+}
+
+#[test]
+fn oob_capability() {
+    if skip_without_qemu() {
+        return;
+    }
+    assert_same(&[
+        b"{\"execute\": \"qmp_capabilities\", \"arguments\": {\"enable\": [\"oob\"]}}\n",
+        b"{\"exec-oob\": \"query-status\", \"id\": 1}\n",
+        b"{\"exec-oob\": 1}\n",
+        b"{\"execute\": \"query-status\", \"exec-oob\": \"stop\"}\n",
+        b"{\"exec-oob\": \"nope\"}\n",
+    ]);
+}
+
+#[test]
+fn quit_sends_shutdown_before_its_reply() {
+    if skip_without_qemu() {
+        return;
+    }
+    assert_same(&[CAPS, b"{\"execute\": \"quit\", \"id\": 9}\n"]);
+}
+
+#[test]
+fn half_closed_client_still_gets_every_reply() {
+    if skip_without_qemu() {
+        return;
+    }
+    let (qemu, ours) = both(
+        &[b"{\"execute\": \"qmp_capabilities\"}\n{\"execute\": \"stop\"}\n{\"execute\": \"cont\"}\n{\"execute\": \"query-status\"}\n"],
+        true,
+    );
+    assert!(qemu.contains("\"status\": \"running\""), "QEMU: {qemu}");
+    assert_eq!(ours, qemu);
+}
+
+#[test]
+fn query_commands_lists_ours_in_qemus_order() {
+    if skip_without_qemu() {
+        return;
+    }
+    let (qemu, ours) = both(&[CAPS, b"{\"execute\": \"query-commands\"}\n"], false);
+    let names = |text: &str| -> Vec<String> {
+        text.split("{\"name\": \"")
+            .skip(1)
+            .map(|s| s[..s.find('"').unwrap()].to_string())
+            .collect()
+    };
+    let ours_names = names(&ours);
+    assert!(ours_names.len() >= 11, "{ours}");
+    let qemu_filtered: Vec<String> = names(&qemu)
+        .into_iter()
+        .filter(|n| ours_names.contains(n))
+        .collect();
+    assert_eq!(
+        ours_names, qemu_filtered,
+        "every command exists in QEMU, same order"
+    );
+}
