@@ -6,16 +6,11 @@
 //! Each test skips with a message when QEMU 7.2 is not installed.
 
 mod chardev_common;
-
-use std::io::Write;
-use std::net::Shutdown;
-use std::path::Path;
-use std::time::Duration;
+mod monitor_qmp_common;
 
 use chardev_common::*;
+use monitor_qmp_common::*;
 use vmscope::monitor::RunState;
-
-const QUIET: Duration = Duration::from_millis(250);
 
 fn skip_without_qemu() -> bool {
     if qemu_available() {
@@ -23,77 +18,6 @@ fn skip_without_qemu() -> bool {
     }
     eprintln!("SKIPPED: qemu-system-x86_64 7.2 is not installed");
     true
-}
-
-/// Replaces the digits after each `key` (e.g. `"seconds": `) by `N`.
-fn mask_number_after(text: &str, key: &str) -> String {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(pos) = rest.find(key) {
-        out.push_str(&rest[..pos + key.len()]);
-        rest = &rest[pos + key.len()..];
-        let end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '-'))
-            .unwrap_or(rest.len());
-        if end > 0 {
-            out.push('N');
-        }
-        rest = &rest[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Masks what legitimately differs: the micro version and package string, timestamps,
-/// and the vCPU thread id (`"thread-id": N, "props"`; the topology `thread-id` is kept).
-pub fn mask_qmp(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes).into_owned();
-    let mut text = mask_number_after(&text, "{\"micro\": ");
-    while let Some(pos) = text.find("\"package\": \"") {
-        let start = pos + "\"package\": \"".len();
-        let end = start + text[start..].find('"').expect("package string ends");
-        text.replace_range(pos..end + 1, "\"package\": PKG");
-    }
-    let text = mask_number_after(&text, "\"seconds\": ");
-    let text = mask_number_after(&text, "\"microseconds\": ");
-    text.replace("\"thread-id\": ", "\"thread-id\":\u{1}")
-        .split('\u{1}')
-        .enumerate()
-        .map(|(i, part)| {
-            if i > 0
-                && part.contains(", \"props\"")
-                && part.starts_with(|c: char| c.is_ascii_digit())
-            {
-                let end = part.find(',').unwrap();
-                format!(" TID{}", &part[end..])
-            } else if i > 0 {
-                format!(" {part}")
-            } else {
-                part.to_string()
-            }
-        })
-        .collect()
-}
-
-/// One QMP conversation: read the greeting, then send each chunk and read until quiet.
-/// Markers between chunks make mismatches easy to locate. `half_close` shuts the write
-/// side down after the last chunk and reads until the server closes or goes quiet.
-fn converse_qmp(path: &Path, chunks: &[&[u8]], half_close: bool) -> Vec<u8> {
-    let mut s = connect_unix(path).short_timeout();
-    let mut out = read_until(&mut s, QUIET, Duration::from_secs(10), |b| {
-        b.ends_with(b"\r\n")
-    });
-    for (i, chunk) in chunks.iter().enumerate() {
-        out.extend_from_slice(
-            format!("<<{}>>", String::from_utf8_lossy(chunk).escape_debug()).as_bytes(),
-        );
-        s.write_all(chunk).unwrap();
-        if half_close && i + 1 == chunks.len() {
-            s.shutdown(Shutdown::Write).unwrap();
-        }
-        out.extend(read_quiet(&mut s, QUIET, Duration::from_secs(10)));
-    }
-    out
 }
 
 /// Runs the conversation against QEMU and vmscope (in parallel); returns masked

@@ -420,6 +420,13 @@ fn crlf(text: &str) -> String {
     text.replace('\n', "\r\n")
 }
 
+/// The QOM path QEMU 7.2's pc machine gives vCPU `index`: the first vCPU is the first
+/// unattached device, then one other device is created before the remaining vCPUs.
+fn cpu_qom_path(index: u32) -> String {
+    let device = if index == 0 { 0 } else { index + 1 };
+    format!("/machine/unattached/device[{device}]")
+}
+
 /// `CpuInfoFast` with QEMU's member insertion order.
 fn cpu_info_fast(cpu: &VcpuInfo) -> QObject {
     let mut props = QDict::new();
@@ -432,10 +439,7 @@ fn cpu_info_fast(cpu: &VcpuInfo) -> QObject {
     QObject::Dict(
         QDict::new()
             .with("cpu-index", cpu.index)
-            .with(
-                "qom-path",
-                format!("/machine/unattached/device[{}]", cpu.index),
-            )
+            .with("qom-path", cpu_qom_path(cpu.index))
             .with("thread-id", cpu.thread_id)
             .with("props", props)
             .with("target", "x86_64"),

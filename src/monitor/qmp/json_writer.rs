@@ -68,9 +68,8 @@ impl Writer {
                     self.value(item);
                 }
                 self.depth -= 1;
-                if !items.is_empty() {
-                    self.newline();
-                }
+                // QEMU breaks the line before a closing bracket even when it is empty.
+                self.newline();
                 self.out.push(']');
             }
             QObject::Dict(dict) => {
@@ -87,9 +86,8 @@ impl Writer {
                     self.value(item);
                 }
                 self.depth -= 1;
-                if !dict.is_empty() {
-                    self.newline();
-                }
+                // QEMU breaks the line before a closing bracket even when it is empty.
+                self.newline();
                 self.out.push('}');
             }
         }
@@ -211,6 +209,15 @@ mod tests {
             to_json(&value, true),
             "{\n    \"return\": {},\n    \"id\": [\n        1,\n        \"x\"\n    ]\n}"
         );
-        assert_eq!(to_json(&QObject::List(vec![]), true), "[]");
+        // QEMU 7.2 prints `"return": {\n    }` for an empty object.
+        assert_eq!(to_json(&QObject::List(vec![]), true), "[\n]");
+        assert_eq!(
+            to_json(
+                &QObject::Dict(QDict::new().with("return", QDict::new())),
+                true
+            ),
+            "{\n    \"return\": {\n    }\n}"
+        );
+        assert_eq!(to_json(&QObject::Dict(QDict::new()), false), "{}");
     }
 }
