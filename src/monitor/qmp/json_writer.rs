@@ -207,7 +207,7 @@ mod tests {
         assert_eq!(to_json(&value, false), r#"{"return": {}, "id": [1, "x"]}"#);
         assert_eq!(
             to_json(&value, true),
-            "{\n    \"return\": {},\n    \"id\": [\n        1,\n        \"x\"\n    ]\n}"
+            "{\n    \"return\": {\n    },\n    \"id\": [\n        1,\n        \"x\"\n    ]\n}"
         );
         // QEMU 7.2 prints `"return": {\n    }` for an empty object.
         assert_eq!(to_json(&QObject::List(vec![]), true), "[\n]");
