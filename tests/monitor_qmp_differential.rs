@@ -220,3 +220,93 @@ fn query_commands_lists_ours_in_qemus_order() {
         "every command exists in QEMU, same order"
     );
 }
+
+/// One step of a multi-monitor scenario: which connection sends what.
+enum Step {
+    /// To QMP connection 0 or 1.
+    Qmp(usize, &'static [u8]),
+    Hmp(&'static [u8]),
+}
+
+/// Connects two QMP monitors and an HMP monitor, runs the steps, and returns the two QMP
+/// transcripts (each step's output from both, after the step settled).
+fn events_transcripts(socks: [std::path::PathBuf; 3], steps: &[Step]) -> [String; 2] {
+    use std::io::Write;
+    let mut qmp: Vec<_> = socks[..2]
+        .iter()
+        .map(|p| connect_unix(p).short_timeout())
+        .collect();
+    let mut hmp = connect_unix(&socks[2]).short_timeout();
+    let mut out = [Vec::new(), Vec::new()];
+    let settle = std::time::Duration::from_secs(5);
+    let _ = read_until(&mut hmp, QUIET, settle, |b| b.ends_with(b"(qemu) "));
+    for (i, s) in qmp.iter_mut().enumerate() {
+        out[i].extend(read_quiet(s, QUIET, settle));
+    }
+    for step in steps {
+        let marker = match step {
+            Step::Qmp(i, bytes) => {
+                qmp[*i].write_all(bytes).unwrap();
+                format!("<<{i}: {}>>", String::from_utf8_lossy(bytes).escape_debug())
+            }
+            Step::Hmp(bytes) => {
+                hmp.write_all(bytes).unwrap();
+                let _ = read_quiet(&mut hmp, QUIET, settle);
+                format!("<<hmp: {}>>", String::from_utf8_lossy(bytes).escape_debug())
+            }
+        };
+        for (i, s) in qmp.iter_mut().enumerate() {
+            out[i].extend_from_slice(marker.as_bytes());
+            out[i].extend(read_quiet(s, QUIET, settle));
+        }
+    }
+    [mask_qmp(&out[0]), mask_qmp(&out[1])]
+}
+
+#[test]
+fn events_go_to_every_negotiated_qmp_monitor() {
+    if skip_without_qemu() {
+        return;
+    }
+    const STEPS: &[Step] = &[
+        Step::Qmp(0, CAPS),
+        Step::Qmp(0, b"{\"execute\": \"cont\"}\n"),
+        Step::Qmp(1, CAPS),
+        Step::Hmp(b"stop\n"),
+        Step::Hmp(b"cont\n"),
+        Step::Qmp(1, b"{\"execute\": \"human-monitor-command\", \"arguments\": {\"command-line\": \"stop\"}}\n"),
+        Step::Qmp(1, b"{\"execute\": \"quit\"}\n"),
+    ];
+    let dir = TempDir::new("qmpevents");
+    let qemu_socks = ["q0.sock", "q1.sock", "qh.sock"].map(|n| dir.join(n));
+    let ours_socks = ["o0.sock", "o1.sock", "oh.sock"].map(|n| dir.join(n));
+    let unix = |p: &std::path::Path| format!("unix:{},server,nowait", p.display());
+    let _qemu = Qemu::start(&[
+        "-qmp",
+        &unix(&qemu_socks[0]),
+        "-qmp",
+        &unix(&qemu_socks[1]),
+        "-monitor",
+        &unix(&qemu_socks[2]),
+    ]);
+    let _ours = Running::start(
+        vec![
+            unix_server("q0", &ours_socks[0], false, false),
+            unix_server("q1", &ours_socks[1], false, false),
+            unix_server("h", &ours_socks[2], false, false),
+        ],
+        vec![Attach::Qmp("q0"), Attach::Qmp("q1"), Attach::Hmp("h")],
+        RunState::Prelaunch,
+    );
+    let qemu = std::thread::spawn(move || events_transcripts(qemu_socks, STEPS));
+    let ours = events_transcripts(ours_socks, STEPS);
+    let qemu = qemu.join().unwrap();
+    assert!(qemu[1].contains("\"event\": \"STOP\""), "QEMU: {qemu:?}");
+    for i in 0..2 {
+        assert_eq!(
+            ours[i], qemu[i],
+            "\nmonitor {i}, vmscope:\n{}\nQEMU 7.2:\n{}",
+            ours[i], qemu[i]
+        );
+    }
+}
