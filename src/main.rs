@@ -5,10 +5,11 @@ use std::sync::{Arc, OnceLock};
 
 use vmscope::chardev::{ChardevFrontend, ChardevWriter, Chardevs, Interest, LoopHandle, MainLoop};
 use vmscope::cli::{self, CliOutcome};
+use vmscope::config::SmpConfig;
 use vmscope::config::{Accelerator, Config, MonitorMode};
 use vmscope::hw::serial::SerialPort;
 use vmscope::machine::{Machine, Next};
-use vmscope::monitor::{Hmp, MonitorCommands, RunState, VmControl};
+use vmscope::monitor::{Hmp, MonitorCommands, Qmp, RunState, VcpuInfo, VmControl};
 use vmscope::process::{daemonize, set_process_name, PidFile};
 
 /// COM1 as a chardev front end. The UART is created with the machine, after the chardev
@@ -32,6 +33,7 @@ impl ChardevFrontend for SerialFrontend {
 struct MachineControl {
     machine: OnceLock<Arc<Machine>>,
     main_loop: LoopHandle,
+    smp: SmpConfig,
 }
 
 impl MachineControl {
@@ -54,6 +56,24 @@ impl VmControl for MachineControl {
     }
     fn quit(&self) {
         self.main_loop.request_exit(0);
+    }
+    fn vcpus(&self) -> Vec<VcpuInfo> {
+        // Threads fastest, then cores, dies, sockets: QEMU's numbering of cpu-index.
+        let smp = &self.smp;
+        let (threads, cores, dies) = (smp.threads.max(1), smp.cores.max(1), smp.dies.max(1));
+        self.machine()
+            .vcpu_thread_ids()
+            .iter()
+            .zip(0u32..)
+            .map(|(&thread_id, index)| VcpuInfo {
+                index,
+                thread_id,
+                socket_id: index / (threads * cores * dies),
+                die_id: (dies > 1).then_some(index / (threads * cores) % dies),
+                core_id: index / threads % cores,
+                thread_in_core: index % threads,
+            })
+            .collect()
     }
 }
 
@@ -102,16 +122,23 @@ fn run(config: Config) -> i32 {
     let control = Arc::new(MachineControl {
         machine: OnceLock::new(),
         main_loop: main_loop.handle(),
+        smp: config.smp,
     });
-    let commands = Arc::new(MonitorCommands::new(control.clone()));
+    let commands =
+        Arc::new(MonitorCommands::new(control.clone()).with_vm_name(config.name.clone()));
     for monitor in &config.monitors {
         if monitor.mode == MonitorMode::Control {
-            fail(format!(
-                "-qmp/-mon mode=control on chardev '{}': QMP is not supported yet by vmscope",
-                monitor.chardev
-            ));
+            Qmp::attach(
+                &mut chardevs,
+                &monitor.chardev,
+                commands.clone(),
+                monitor.pretty,
+            )
+            .unwrap_or_else(|e| fail(e));
+        } else {
+            Hmp::attach(&mut chardevs, &monitor.chardev, commands.clone())
+                .unwrap_or_else(|e| fail(e));
         }
-        Hmp::attach(&mut chardevs, &monitor.chardev, commands.clone()).unwrap_or_else(|e| fail(e));
     }
 
     // COM1 is attached last so that, on a mux, it has the focus as in QEMU.

@@ -127,6 +127,8 @@ pub struct Machine {
     shared: Arc<Shared>,
     vcpus: Vec<vcpu::Vcpu>,
     threads: Vec<JoinHandle<()>>,
+    /// Host thread id of each vCPU thread, by vCPU index (`query-cpus-fast`).
+    vcpu_thread_ids: Vec<i64>,
     events: Mutex<Receiver<MachineEvent>>,
     serial: Arc<SerialPort>,
     kernel_boot: Option<KernelBoot>,
@@ -278,6 +280,7 @@ impl Machine {
             shared,
             vcpus,
             threads: Vec::new(),
+            vcpu_thread_ids: Vec::new(),
             events: Mutex::new(events),
             serial,
             kernel_boot: config.kernel_boot.clone(),
@@ -296,16 +299,28 @@ impl Machine {
     pub fn start(&mut self, paused: bool) -> Result<(), MachineError> {
         for vcpu in self.vcpus.drain(..) {
             let shared = self.shared.clone();
+            let (tid_sender, tid) = mpsc::channel();
             let handle = std::thread::Builder::new()
                 .name(format!("CPU {}/KVM", vcpu.index))
-                .spawn(move || vcpu::run(vcpu, shared))
+                .spawn(move || {
+                    // SAFETY: gettid has no preconditions and cannot fail.
+                    let _ = tid_sender.send(i64::from(unsafe { libc::gettid() }));
+                    vcpu::run(vcpu, shared)
+                })
                 .map_err(MachineError::Thread)?;
             self.threads.push(handle);
+            // The thread sends its id first thing; 0 only if it died before that.
+            self.vcpu_thread_ids.push(tid.recv().unwrap_or(0));
         }
         if !paused {
             self.resume().map_err(MachineError::Start)?;
         }
         Ok(())
+    }
+
+    /// The host thread id of each vCPU thread, by vCPU index (empty before `start`).
+    pub fn vcpu_thread_ids(&self) -> &[i64] {
+        &self.vcpu_thread_ids
     }
 
     /// The COM1 UART, for wiring its input to a chardev.

@@ -1,11 +1,30 @@
-//! The command layer both monitors call: HMP formats its results as text, QMP (later) as
-//! JSON, so the two can never disagree about what a command does.
+//! The command layer both monitors call: HMP formats its results as text, QMP as JSON, so
+//! the two can never disagree about what a command does. Events caused by a command
+//! (`STOP`, `RESUME`, `SHUTDOWN`) are emitted here, whichever monitor ran it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use thiserror::Error;
 
+use super::qmp::MonitorEvents;
 use super::run_state::{RunState, StatusInfo};
+
+/// One vCPU as `query-cpus-fast` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VcpuInfo {
+    /// QEMU's `cpu-index`: 0-based, in creation order.
+    pub index: u32,
+    /// The host thread id (TID) of the thread running this vCPU.
+    pub thread_id: i64,
+    /// Topology position (`props` of `query-cpus-fast`).
+    pub socket_id: u32,
+    /// Present only when the machine has more than one die per socket (as in QEMU 7.2).
+    pub die_id: Option<u32>,
+    pub core_id: u32,
+    /// The thread within its core.
+    pub thread_in_core: u32,
+}
 
 /// What the monitor may do to the machine. The machine implements it; tests mock it.
 pub trait VmControl: Send + Sync {
@@ -17,6 +36,9 @@ pub trait VmControl: Send + Sync {
     fn cont(&self) -> Result<(), String>;
     /// Ends the process in order (exit status 0), as QEMU's `quit`.
     fn quit(&self);
+    /// Every vCPU, ordered by index, with the TID of its thread (`query-cpus-fast`). Called
+    /// on the main loop thread, possibly while the vCPUs run.
+    fn vcpus(&self) -> Vec<VcpuInfo>;
 }
 
 /// QMP error classes (the HMP prints only the description).
@@ -61,11 +83,52 @@ impl CommandError {
 /// The commands, acting on the machine through [`VmControl`].
 pub struct MonitorCommands {
     vm: Arc<dyn VmControl>,
+    events: MonitorEvents,
+    /// `-name`: what `query-name` reports.
+    vm_name: Option<String>,
+    quitting: AtomicBool,
 }
 
 impl MonitorCommands {
     pub fn new(vm: Arc<dyn VmControl>) -> MonitorCommands {
-        MonitorCommands { vm }
+        MonitorCommands {
+            vm,
+            events: MonitorEvents::new(),
+            vm_name: None,
+            quitting: AtomicBool::new(false),
+        }
+    }
+
+    /// Sets the guest name (`-name`) that `query-name` reports.
+    pub fn with_vm_name(mut self, name: Option<String>) -> MonitorCommands {
+        self.vm_name = name;
+        self
+    }
+
+    /// Where events go; the machine side emits guest-initiated ones (`RESET`, `SHUTDOWN`,
+    /// `POWERDOWN`) here too.
+    pub fn events(&self) -> &MonitorEvents {
+        &self.events
+    }
+
+    /// `quit` has been run: monitors stop taking input.
+    pub fn is_quitting(&self) -> bool {
+        self.quitting.load(Ordering::SeqCst)
+    }
+
+    /// `query-name`.
+    pub fn query_name(&self) -> Option<&str> {
+        self.vm_name.as_deref()
+    }
+
+    /// `query-kvm`: (enabled, present). vmscope always runs on KVM.
+    pub fn query_kvm(&self) -> (bool, bool) {
+        (true, true)
+    }
+
+    /// `query-cpus-fast`.
+    pub fn query_cpus_fast(&self) -> Vec<VcpuInfo> {
+        self.vm.vcpus()
     }
 
     /// `query-status` / `info status`.
@@ -76,8 +139,12 @@ impl MonitorCommands {
     /// `stop`.
     pub fn stop(&self) -> Result<(), CommandError> {
         // QEMU only changes the autostart flag during an incoming migration, which
-        // vmscope never is in.
+        // vmscope never is in. STOP is sent only when a running VM stops.
+        let was_running = self.vm.run_state() == RunState::Running;
         self.vm.stop();
+        if was_running {
+            self.events.emit("STOP", None);
+        }
         Ok(())
     }
 
@@ -93,12 +160,21 @@ impl MonitorCommands {
             // A suspended guest wakes up through system_wakeup, not cont.
             RunState::Suspended => Ok(()),
             RunState::FinishMigrate => Err(CommandError::generic("Migration is not finalized yet")),
-            _ => self.vm.cont().map_err(CommandError::generic),
+            // Already running: nothing happens and no event is sent.
+            RunState::Running => Ok(()),
+            _ => {
+                self.vm.cont().map_err(CommandError::generic)?;
+                self.events.emit("RESUME", None);
+                Ok(())
+            }
         }
     }
 
-    /// `quit`.
+    /// `quit`: QEMU sends `SHUTDOWN` (cause `host-qmp-quit`, also for HMP) before the
+    /// command's reply.
     pub fn quit(&self) -> Result<(), CommandError> {
+        self.quitting.store(true, Ordering::SeqCst);
+        self.events.shutdown(false, "host-qmp-quit");
         self.vm.quit();
         Ok(())
     }

@@ -18,7 +18,7 @@ use vmscope::chardev::{
     ChardevEvent, ChardevFrontend, ChardevWriter, Chardevs, LoopHandle, MainLoop,
 };
 use vmscope::config::{ChardevBackend, ChardevConfig, SocketAddress, SocketChardev};
-use vmscope::monitor::{Hmp, MonitorCommands, RunState, VmControl};
+use vmscope::monitor::{Hmp, MonitorCommands, Qmp, RunState, VcpuInfo, VmControl};
 
 /// A fresh directory under the system temp dir, removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -137,6 +137,18 @@ impl VmControl for MockVm {
             handle.request_exit(0);
         }
     }
+
+    /// One vCPU, as QEMU's default `-smp 1` machine has, run by this process's thread.
+    fn vcpus(&self) -> Vec<VcpuInfo> {
+        vec![VcpuInfo {
+            index: 0,
+            thread_id: i64::from(std::process::id()),
+            socket_id: 0,
+            die_id: None,
+            core_id: 0,
+            thread_in_core: 0,
+        }]
+    }
 }
 
 /// A front end that records what it gets; `capacity` models a small FIFO.
@@ -207,6 +219,8 @@ impl ChardevFrontend for Recorder {
 /// What a test attaches to which chardev, in order (QEMU attaches monitors first).
 pub enum Attach {
     Hmp(&'static str),
+    /// A QMP monitor (compact output).
+    Qmp(&'static str),
     Recorder(&'static str, Arc<Recorder>),
 }
 
@@ -232,6 +246,10 @@ impl Running {
                 match a {
                     Attach::Hmp(id) => {
                         Hmp::attach(&mut chardevs, id, commands.clone()).expect("attach hmp");
+                    }
+                    Attach::Qmp(id) => {
+                        Qmp::attach(&mut chardevs, id, commands.clone(), false)
+                            .expect("attach qmp");
                     }
                     Attach::Recorder(id, rec) => {
                         let w = chardevs.attach(id, rec.clone()).expect("attach recorder");

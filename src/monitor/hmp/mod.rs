@@ -97,33 +97,42 @@ impl Hmp {
     fn run_line(&self, state: &mut HmpState, line: &[u8]) {
         // As QEMU: suspended while the command runs, the prompt comes back on resume.
         state.suspended += 1;
-        match table::parse(line) {
-            Parsed::Blank => {}
-            Parsed::Error(text) => puts(state, &text),
-            Parsed::Command { command, argument } => match command.action {
-                Action::Help => puts(state, &table::help_text(argument.as_deref())),
-                Action::InfoHelp => puts(state, &table::help_text(Some(b"info"))),
-                Action::InfoStatus => {
-                    let text = format!("{}\n", self.commands.query_status().hmp_text());
-                    puts(state, text.as_bytes());
-                }
-                Action::Stop => self.report(state, self.commands.stop()),
-                Action::Cont => self.report(state, self.commands.cont()),
-                Action::Quit => {
-                    // Stays suspended: no prompt, no more input, like QEMU's hmp_quit.
-                    state.suspended += 1;
-                    self.flush(state);
-                    self.report(state, self.commands.quit());
-                }
-            },
+        let parsed = table::parse(line);
+        if let Parsed::Command { command, .. } = &parsed {
+            if command.action == Action::Quit {
+                // Stays suspended: no prompt, no more input, like QEMU's hmp_quit.
+                state.suspended += 1;
+                self.flush(state);
+            }
         }
+        let text = execute(&self.commands, parsed);
+        puts(state, &text);
         self.resume(state);
     }
+}
 
-    fn report(&self, state: &mut HmpState, result: Result<(), super::CommandError>) {
-        if let Err(e) = result {
-            puts(state, format!("Error: {}\n", e.desc).as_bytes());
-        }
+/// Runs one HMP command line and returns its output (`\n` line ends), without any
+/// terminal handling: QMP's `human-monitor-command` uses it.
+pub(crate) fn run_line_for_text(commands: &MonitorCommands, line: &[u8]) -> Vec<u8> {
+    execute(commands, table::parse(line))
+}
+
+fn execute(commands: &MonitorCommands, parsed: Parsed) -> Vec<u8> {
+    let report = |result: Result<(), super::CommandError>| match result {
+        Ok(()) => Vec::new(),
+        Err(e) => format!("Error: {}\n", e.desc).into_bytes(),
+    };
+    match parsed {
+        Parsed::Blank => Vec::new(),
+        Parsed::Error(text) => text,
+        Parsed::Command { command, argument } => match command.action {
+            Action::Help => table::help_text(argument.as_deref()),
+            Action::InfoHelp => table::help_text(Some(b"info")),
+            Action::InfoStatus => format!("{}\n", commands.query_status().hmp_text()).into_bytes(),
+            Action::Stop => report(commands.stop()),
+            Action::Cont => report(commands.cont()),
+            Action::Quit => report(commands.quit()),
+        },
     }
 }
 

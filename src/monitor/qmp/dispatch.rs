@@ -1,0 +1,447 @@
+//! QMP request handling as QEMU 7.2's `qmp_dispatch` does it: request validation, command
+//! lookup, argument type checks (before any side effect), and the reply objects.
+
+use super::qobject::{QDict, QObject};
+use crate::monitor::commands::{CommandError, ErrorClass, MonitorCommands, VcpuInfo};
+use crate::monitor::hmp::run_line_for_text;
+use crate::monitor::{QEMU_PACKAGE, QEMU_VERSION_TRIPLE};
+
+/// The type of one argument, as QAPI names it in errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ArgType {
+    Str,
+    Int,
+    /// A list of `QMPCapability` names.
+    CapabilityList,
+}
+
+struct Param {
+    name: &'static str,
+    ty: ArgType,
+    required: bool,
+}
+
+/// What a command does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    QmpCapabilities,
+    QueryVersion,
+    QueryCommands,
+    QueryStatus,
+    QueryName,
+    QueryKvm,
+    QueryCpusFast,
+    Stop,
+    Cont,
+    Quit,
+    HumanMonitorCommand,
+}
+
+struct QmpCommand {
+    name: &'static str,
+    params: &'static [Param],
+    action: Action,
+}
+
+/// The commands vmscope implements, in the order QEMU 7.2's `query-commands` lists them
+/// (the reverse of its registration order). Anything else is `CommandNotFound`.
+static COMMANDS: &[QmpCommand] = &[
+    QmpCommand {
+        name: "human-monitor-command",
+        params: &[
+            Param {
+                name: "command-line",
+                ty: ArgType::Str,
+                required: true,
+            },
+            Param {
+                name: "cpu-index",
+                ty: ArgType::Int,
+                required: false,
+            },
+        ],
+        action: Action::HumanMonitorCommand,
+    },
+    QmpCommand {
+        name: "cont",
+        params: &[],
+        action: Action::Cont,
+    },
+    QmpCommand {
+        name: "stop",
+        params: &[],
+        action: Action::Stop,
+    },
+    QmpCommand {
+        name: "query-name",
+        params: &[],
+        action: Action::QueryName,
+    },
+    QmpCommand {
+        name: "query-kvm",
+        params: &[],
+        action: Action::QueryKvm,
+    },
+    QmpCommand {
+        name: "query-cpus-fast",
+        params: &[],
+        action: Action::QueryCpusFast,
+    },
+    QmpCommand {
+        name: "quit",
+        params: &[],
+        action: Action::Quit,
+    },
+    QmpCommand {
+        name: "query-commands",
+        params: &[],
+        action: Action::QueryCommands,
+    },
+    QmpCommand {
+        name: "query-version",
+        params: &[],
+        action: Action::QueryVersion,
+    },
+    QmpCommand {
+        name: "qmp_capabilities",
+        params: &[Param {
+            name: "enable",
+            ty: ArgType::CapabilityList,
+            required: false,
+        }],
+        action: Action::QmpCapabilities,
+    },
+    QmpCommand {
+        name: "query-status",
+        params: &[],
+        action: Action::QueryStatus,
+    },
+];
+
+/// Per-connection negotiation state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Session {
+    /// `qmp_capabilities` succeeded: all commands are available and events are sent.
+    pub(crate) command_mode: bool,
+    pub(crate) oob_enabled: bool,
+}
+
+/// The `version` object of the greeting and of `query-version`.
+pub(crate) fn version_info() -> QDict {
+    let (major, minor, micro) = QEMU_VERSION_TRIPLE;
+    QDict::new()
+        .with(
+            "qemu",
+            QDict::new()
+                .with("major", major)
+                .with("minor", minor)
+                .with("micro", micro),
+        )
+        .with("package", QEMU_PACKAGE)
+}
+
+/// The greeting sent on every new connection.
+pub(crate) fn greeting() -> QObject {
+    QObject::Dict(
+        QDict::new().with(
+            "QMP",
+            QDict::new()
+                .with("version", version_info())
+                .with("capabilities", QObject::List(vec!["oob".into()])),
+        ),
+    )
+}
+
+fn error_object(error: &CommandError) -> QObject {
+    QObject::Dict(
+        QDict::new()
+            .with("class", error.class.as_str())
+            .with("desc", error.desc.as_str()),
+    )
+}
+
+/// `{"error": {…}}` (plus `id` when the request had one).
+pub(crate) fn error_response(error: &CommandError, id: Option<&QObject>) -> QObject {
+    let mut rsp = QDict::new().with("error", error_object(error));
+    if let Some(id) = id {
+        rsp.put("id", id.clone());
+    }
+    QObject::Dict(rsp)
+}
+
+/// Handles one parsed request and returns the reply.
+pub(crate) fn dispatch(
+    commands: &MonitorCommands,
+    session: &mut Session,
+    request: QObject,
+) -> QObject {
+    let QObject::Dict(dict) = request else {
+        return error_response(
+            &CommandError::generic("QMP input must be a JSON object"),
+            None,
+        );
+    };
+    let id = dict.get("id");
+    let result = check_request(&dict, session.oob_enabled)
+        .and_then(|(name, oob)| run(commands, session, &dict, name, oob));
+    match result {
+        Ok(ret) => {
+            let mut rsp = QDict::new().with("return", ret);
+            if let Some(id) = id {
+                rsp.put("id", id.clone());
+            }
+            QObject::Dict(rsp)
+        }
+        Err(mut error) => {
+            if !session.command_mode && error.class == ErrorClass::CommandNotFound {
+                // QEMU's more useful message before negotiation.
+                error.desc = "Expecting capabilities negotiation with 'qmp_capabilities'".into();
+            }
+            error_response(&error, id)
+        }
+    }
+}
+
+/// QEMU's `qmp_dispatch_check_obj`: members checked in QDict order. Returns the command
+/// name and whether it came as `exec-oob`.
+fn check_request(dict: &QDict, allow_oob: bool) -> Result<(&str, bool), CommandError> {
+    let mut exec_key: Option<&str> = None;
+    for (key, value) in dict.iter_qemu_order() {
+        match key.as_str() {
+            "execute" | "exec-oob" if key == "execute" || allow_oob => {
+                if !matches!(value, QObject::String(_)) {
+                    return Err(CommandError::generic(format!(
+                        "QMP input member '{key}' must be a string"
+                    )));
+                }
+                if let Some(previous) = exec_key {
+                    return Err(CommandError::generic(format!(
+                        "QMP input member '{key}' clashes with '{previous}'"
+                    )));
+                }
+                exec_key = Some(key);
+            }
+            "arguments" => {
+                if !matches!(value, QObject::Dict(_)) {
+                    return Err(CommandError::generic(
+                        "QMP input member 'arguments' must be an object",
+                    ));
+                }
+            }
+            "id" => {}
+            _ => {
+                return Err(CommandError::generic(format!(
+                    "QMP input member '{key}' is unexpected"
+                )))
+            }
+        }
+    }
+    let Some(key) = exec_key else {
+        return Err(CommandError::generic("QMP input lacks member 'execute'"));
+    };
+    let Some(QObject::String(name)) = dict.get(key) else {
+        unreachable!("checked above");
+    };
+    Ok((name, key == "exec-oob"))
+}
+
+fn not_found(name: &str) -> CommandError {
+    CommandError {
+        class: ErrorClass::CommandNotFound,
+        desc: format!("The command {name} has not been found"),
+    }
+}
+
+fn run(
+    commands: &MonitorCommands,
+    session: &mut Session,
+    dict: &QDict,
+    name: &str,
+    oob: bool,
+) -> Result<QObject, CommandError> {
+    let command = COMMANDS
+        .iter()
+        .find(|c| c.name == name)
+        .filter(|c| session.command_mode || c.action == Action::QmpCapabilities)
+        .ok_or_else(|| not_found(name))?;
+    if oob {
+        // None of vmscope's commands may run out of band (QEMU allows it only for a few
+        // migration and test commands).
+        return Err(CommandError::generic(format!(
+            "The command {name} does not support OOB"
+        )));
+    }
+    let empty = QDict::new();
+    let args = match dict.get("arguments") {
+        Some(QObject::Dict(args)) => args,
+        _ => &empty,
+    };
+    check_arguments(command.params, args)?;
+    execute(commands, session, command.action, args)
+}
+
+fn type_error(name: &str, expected: &str) -> CommandError {
+    CommandError::generic(format!(
+        "Invalid parameter type for '{name}', expected: {expected}"
+    ))
+}
+
+/// QAPI's input visitor checks: each parameter in schema order (missing, wrong type),
+/// then any member nobody asked for.
+fn check_arguments(params: &[Param], args: &QDict) -> Result<(), CommandError> {
+    for param in params {
+        let Some(value) = args.get(param.name) else {
+            if param.required {
+                return Err(CommandError::generic(format!(
+                    "Parameter '{}' is missing",
+                    param.name
+                )));
+            }
+            continue;
+        };
+        match (param.ty, value) {
+            (ArgType::Str, QObject::String(_)) | (ArgType::Int, QObject::Int(_)) => {}
+            (ArgType::Str, _) => return Err(type_error(param.name, "string")),
+            (ArgType::Int, _) => return Err(type_error(param.name, "integer")),
+            (ArgType::CapabilityList, QObject::List(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    let element = format!("{}[{i}]", param.name);
+                    match item {
+                        QObject::String(s) if s == "oob" => {}
+                        QObject::String(s) => {
+                            // QEMU 7.2 names a list element 'null' in this one message.
+                            return Err(CommandError::generic(format!(
+                                "Parameter 'null' does not accept value '{s}'"
+                            )));
+                        }
+                        _ => return Err(type_error(&element, "string")),
+                    }
+                }
+            }
+            (ArgType::CapabilityList, _) => return Err(type_error(param.name, "array")),
+        }
+    }
+    if let Some((key, _)) = args
+        .iter_qemu_order()
+        .find(|(key, _)| !params.iter().any(|p| p.name == key))
+    {
+        return Err(CommandError::generic(format!(
+            "Parameter '{key}' is unexpected"
+        )));
+    }
+    Ok(())
+}
+
+fn unit(result: Result<(), CommandError>) -> Result<QObject, CommandError> {
+    result.map(|()| QObject::Dict(QDict::new()))
+}
+
+fn execute(
+    commands: &MonitorCommands,
+    session: &mut Session,
+    action: Action,
+    args: &QDict,
+) -> Result<QObject, CommandError> {
+    match action {
+        Action::QmpCapabilities => {
+            if session.command_mode {
+                return Err(CommandError {
+                    class: ErrorClass::CommandNotFound,
+                    desc: "Capabilities negotiation is already complete, command ignored".into(),
+                });
+            }
+            // Every listed capability has been checked to be `oob`, which is offered.
+            let oob = matches!(args.get("enable"), Some(QObject::List(l)) if !l.is_empty());
+            session.oob_enabled = oob;
+            session.command_mode = true;
+            Ok(QObject::Dict(QDict::new()))
+        }
+        Action::QueryVersion => Ok(QObject::Dict(version_info())),
+        Action::QueryCommands => Ok(QObject::List(
+            COMMANDS
+                .iter()
+                .map(|c| QObject::Dict(QDict::new().with("name", c.name)))
+                .collect(),
+        )),
+        Action::QueryStatus => {
+            let status = commands.query_status();
+            Ok(QObject::Dict(
+                QDict::new()
+                    .with("running", status.running)
+                    .with("singlestep", status.singlestep)
+                    .with("status", status.status.as_str()),
+            ))
+        }
+        Action::QueryName => {
+            let mut info = QDict::new();
+            if let Some(name) = commands.query_name() {
+                info.put("name", name);
+            }
+            Ok(QObject::Dict(info))
+        }
+        Action::QueryKvm => {
+            let (enabled, present) = commands.query_kvm();
+            Ok(QObject::Dict(
+                QDict::new()
+                    .with("enabled", enabled)
+                    .with("present", present),
+            ))
+        }
+        Action::QueryCpusFast => Ok(QObject::List(
+            commands
+                .query_cpus_fast()
+                .iter()
+                .map(cpu_info_fast)
+                .collect(),
+        )),
+        Action::Stop => unit(commands.stop()),
+        Action::Cont => unit(commands.cont()),
+        Action::Quit => unit(commands.quit()),
+        Action::HumanMonitorCommand => {
+            if let Some(QObject::Int(index)) = args.get("cpu-index") {
+                let count = commands.query_cpus_fast().len() as i64;
+                if !(0..count).contains(index) {
+                    return Err(CommandError::generic(
+                        "Parameter 'cpu-index' expects a CPU number",
+                    ));
+                }
+            }
+            let Some(QObject::String(line)) = args.get("command-line") else {
+                unreachable!("checked by check_arguments");
+            };
+            let text = run_line_for_text(commands, line.as_bytes());
+            // The monitor's output path turns every newline into CRLF, also here.
+            Ok(QObject::String(crlf(&String::from_utf8_lossy(&text))))
+        }
+    }
+}
+
+fn crlf(text: &str) -> String {
+    text.replace('\n', "\r\n")
+}
+
+/// The QOM path QEMU 7.2's pc machine gives vCPU `index`: the first vCPU is the first
+/// unattached device, then one other device is created before the remaining vCPUs.
+fn cpu_qom_path(index: u32) -> String {
+    let device = if index == 0 { 0 } else { index + 1 };
+    format!("/machine/unattached/device[{device}]")
+}
+
+/// `CpuInfoFast` with QEMU's member insertion order.
+fn cpu_info_fast(cpu: &VcpuInfo) -> QObject {
+    let mut props = QDict::new();
+    props.put("socket-id", cpu.socket_id);
+    if let Some(die) = cpu.die_id {
+        props.put("die-id", die);
+    }
+    props.put("core-id", cpu.core_id);
+    props.put("thread-id", cpu.thread_in_core);
+    QObject::Dict(
+        QDict::new()
+            .with("cpu-index", cpu.index)
+            .with("qom-path", cpu_qom_path(cpu.index))
+            .with("thread-id", cpu.thread_id)
+            .with("props", props)
+            .with("target", "x86_64"),
+    )
+}
