@@ -9,7 +9,7 @@ use vmscope::config::SmpConfig;
 use vmscope::config::{Accelerator, Config, MonitorMode};
 use vmscope::hw::serial::SerialPort;
 use vmscope::machine::{Machine, Next};
-use vmscope::monitor::{Hmp, MonitorCommands, Qmp, RunState, VcpuInfo, VmControl};
+use vmscope::monitor::{Hmp, MonitorCommands, Qmp, RunState, SystemReset, VcpuInfo, VmControl};
 use vmscope::process::{daemonize, set_process_name, PidFile};
 
 /// COM1 as a chardev front end. The UART is created with the machine, after the chardev
@@ -34,6 +34,7 @@ struct MachineControl {
     machine: OnceLock<Arc<Machine>>,
     main_loop: LoopHandle,
     smp: SmpConfig,
+    no_reboot: bool,
 }
 
 impl MachineControl {
@@ -56,6 +57,14 @@ impl VmControl for MachineControl {
     }
     fn quit(&self) {
         self.main_loop.request_exit(0);
+    }
+    fn system_reset(&self) -> Result<SystemReset, String> {
+        if self.no_reboot {
+            self.main_loop.request_exit(0);
+            return Ok(SystemReset::Shutdown);
+        }
+        self.machine().reset_machine().map_err(|e| e.to_string())?;
+        Ok(SystemReset::Reset)
     }
     fn vcpus(&self) -> Vec<VcpuInfo> {
         // Threads fastest, then cores, dies, sockets: QEMU's numbering of cpu-index.
@@ -123,6 +132,7 @@ fn run(config: Config) -> i32 {
         machine: OnceLock::new(),
         main_loop: main_loop.handle(),
         smp: config.smp,
+        no_reboot: config.no_reboot,
     });
     let commands =
         Arc::new(MonitorCommands::new(control.clone()).with_vm_name(config.name.clone()));

@@ -213,3 +213,29 @@ fn qmp_over_tcp_with_name() {
     assert_eq!(status.code(), Some(0), "quit ends vmscope with status 0");
     common::kvm::record_use(name);
 }
+
+#[test]
+fn system_reset_over_stdio_with_and_without_no_reboot() {
+    let name = "system_reset_over_stdio_with_and_without_no_reboot";
+    if !common::kvm::require(name) {
+        return;
+    }
+    if !qemu_available() {
+        eprintln!("SKIPPED: qemu-system-x86_64 7.2 is not installed");
+        return;
+    }
+    let input = b"{'execute': 'qmp_capabilities'} {'execute': 'system_reset'} {'execute': 'query-status'} {'execute': 'quit'}\n";
+    for extra in [&[][..], &["-no-reboot"][..]] {
+        let args: Vec<&str> = extra.iter().copied().chain(["-qmp", "stdio"]).collect();
+        let (ours, ours_status) = run_with_stdin(vmscope(&args), input);
+        let (theirs, their_status) = run_with_stdin(qemu("kvm", &args), input);
+        let (ours, theirs) = (mask_qmp(&ours), mask_qmp(&theirs));
+        assert!(theirs.contains("host-qmp-system-reset"), "QEMU: {theirs}");
+        assert_eq!(
+            ours, theirs,
+            "\n{extra:?} vmscope:\n{ours}\nQEMU 7.2:\n{theirs}"
+        );
+        assert_eq!(ours_status, their_status);
+    }
+    common::kvm::record_use(name);
+}

@@ -34,6 +34,7 @@ pub(crate) enum Action {
     Stop,
     Cont,
     Quit,
+    SystemReset,
     HumanMonitorCommand,
 }
 
@@ -81,6 +82,11 @@ static COMMANDS: &[QmpCommand] = &[
         name: "query-kvm",
         params: &[],
         action: Action::QueryKvm,
+    },
+    QmpCommand {
+        name: "system_reset",
+        params: &[],
+        action: Action::SystemReset,
     },
     QmpCommand {
         name: "query-cpus-fast",
@@ -397,6 +403,7 @@ fn execute(
         Action::Stop => unit(commands.stop()),
         Action::Cont => unit(commands.cont()),
         Action::Quit => unit(commands.quit()),
+        Action::SystemReset => unit(commands.system_reset()),
         Action::HumanMonitorCommand => {
             if let Some(QObject::Int(index)) = args.get("cpu-index") {
                 let count = commands.query_cpus_fast().len() as i64;
