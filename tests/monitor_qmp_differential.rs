@@ -325,3 +325,13 @@ fn system_reset_sends_reset_before_its_reply() {
         b"{\"execute\": \"system_reset\", \"arguments\": {\"x\": 1}}\n",
     ]);
 }
+
+#[test]
+fn nothing_runs_after_quit_even_on_the_same_line() {
+    if skip_without_qemu() {
+        return;
+    }
+    assert_same(&[
+        b"{'execute': 'qmp_capabilities'} {'execute': 'human-monitor-command', 'arguments': {'command-line': 'quit'}} {'execute': 'query-status'} {'execute': 'query-name'}\n",
+    ]);
+}
