@@ -122,9 +122,17 @@ fn run(config: Config) -> i32 {
         set_process_name(name);
     }
     let main_loop = MainLoop::new().unwrap_or_else(|e| fail(e));
-    // Before any thread exists, so every thread inherits the blocked signals.
+    // Before any thread exists, so every thread inherits the blocked signals. QMP clients
+    // get QEMU's SHUTDOWN event (cause host-signal) once the monitors exist.
+    let signal_commands: Arc<OnceLock<Arc<MonitorCommands>>> = Arc::new(OnceLock::new());
+    let for_signals = signal_commands.clone();
     main_loop
-        .handle_termination_signals(|main_loop, _| main_loop.request_exit(0))
+        .handle_termination_signals(move |main_loop, _| {
+            if let Some(commands) = for_signals.get() {
+                commands.events().shutdown(false, "host-signal");
+            }
+            main_loop.request_exit(0)
+        })
         .unwrap_or_else(|e| fail(e));
     let mut chardevs = Chardevs::open(&config.chardevs, &main_loop).unwrap_or_else(|e| fail(e));
 
@@ -136,6 +144,7 @@ fn run(config: Config) -> i32 {
     });
     let commands =
         Arc::new(MonitorCommands::new(control.clone()).with_vm_name(config.name.clone()));
+    let _ = signal_commands.set(commands.clone());
     for monitor in &config.monitors {
         if monitor.mode == MonitorMode::Control {
             Qmp::attach(
