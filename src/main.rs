@@ -9,7 +9,7 @@ use vmscope::config::SmpConfig;
 use vmscope::config::{Accelerator, Config, MonitorMode};
 use vmscope::hw::serial::SerialPort;
 use vmscope::machine::{Machine, Next};
-use vmscope::monitor::{Hmp, MonitorCommands, Qmp, RunState, VcpuInfo, VmControl};
+use vmscope::monitor::{Hmp, MonitorCommands, Qmp, RunState, SystemReset, VcpuInfo, VmControl};
 use vmscope::process::{daemonize, set_process_name, PidFile};
 
 /// COM1 as a chardev front end. The UART is created with the machine, after the chardev
@@ -34,6 +34,7 @@ struct MachineControl {
     machine: OnceLock<Arc<Machine>>,
     main_loop: LoopHandle,
     smp: SmpConfig,
+    no_reboot: bool,
 }
 
 impl MachineControl {
@@ -56,6 +57,14 @@ impl VmControl for MachineControl {
     }
     fn quit(&self) {
         self.main_loop.request_exit(0);
+    }
+    fn system_reset(&self) -> Result<SystemReset, String> {
+        if self.no_reboot {
+            self.main_loop.request_exit(0);
+            return Ok(SystemReset::Shutdown);
+        }
+        self.machine().reset_machine().map_err(|e| e.to_string())?;
+        Ok(SystemReset::Reset)
     }
     fn vcpus(&self) -> Vec<VcpuInfo> {
         // Threads fastest, then cores, dies, sockets: QEMU's numbering of cpu-index.
@@ -113,9 +122,17 @@ fn run(config: Config) -> i32 {
         set_process_name(name);
     }
     let main_loop = MainLoop::new().unwrap_or_else(|e| fail(e));
-    // Before any thread exists, so every thread inherits the blocked signals.
+    // Before any thread exists, so every thread inherits the blocked signals. QMP clients
+    // get QEMU's SHUTDOWN event (cause host-signal) once the monitors exist.
+    let signal_commands: Arc<OnceLock<Arc<MonitorCommands>>> = Arc::new(OnceLock::new());
+    let for_signals = signal_commands.clone();
     main_loop
-        .handle_termination_signals(|main_loop, _| main_loop.request_exit(0))
+        .handle_termination_signals(move |main_loop, _| {
+            if let Some(commands) = for_signals.get() {
+                commands.events().shutdown(false, "host-signal");
+            }
+            main_loop.request_exit(0)
+        })
         .unwrap_or_else(|e| fail(e));
     let mut chardevs = Chardevs::open(&config.chardevs, &main_loop).unwrap_or_else(|e| fail(e));
 
@@ -123,9 +140,11 @@ fn run(config: Config) -> i32 {
         machine: OnceLock::new(),
         main_loop: main_loop.handle(),
         smp: config.smp,
+        no_reboot: config.no_reboot,
     });
     let commands =
         Arc::new(MonitorCommands::new(control.clone()).with_vm_name(config.name.clone()));
+    let _ = signal_commands.set(commands.clone());
     for monitor in &config.monitors {
         if monitor.mode == MonitorMode::Control {
             Qmp::attach(

@@ -213,3 +213,71 @@ fn qmp_over_tcp_with_name() {
     assert_eq!(status.code(), Some(0), "quit ends vmscope with status 0");
     common::kvm::record_use(name);
 }
+
+#[test]
+fn system_reset_over_stdio_with_and_without_no_reboot() {
+    let name = "system_reset_over_stdio_with_and_without_no_reboot";
+    if !common::kvm::require(name) {
+        return;
+    }
+    if !qemu_available() {
+        eprintln!("SKIPPED: qemu-system-x86_64 7.2 is not installed");
+        return;
+    }
+    let input = b"{'execute': 'qmp_capabilities'} {'execute': 'system_reset'} {'execute': 'query-status'} {'execute': 'quit'}\n";
+    for extra in [&[][..], &["-no-reboot"][..]] {
+        let args: Vec<&str> = extra.iter().copied().chain(["-qmp", "stdio"]).collect();
+        let (ours, ours_status) = run_with_stdin(vmscope(&args), input);
+        let (theirs, their_status) = run_with_stdin(qemu("kvm", &args), input);
+        let (ours, theirs) = (mask_qmp(&ours), mask_qmp(&theirs));
+        assert!(theirs.contains("host-qmp-system-reset"), "QEMU: {theirs}");
+        assert_eq!(
+            ours, theirs,
+            "\n{extra:?} vmscope:\n{ours}\nQEMU 7.2:\n{theirs}"
+        );
+        assert_eq!(ours_status, their_status);
+    }
+    common::kvm::record_use(name);
+}
+
+#[test]
+fn termination_signal_sends_shutdown_host_signal() {
+    let name = "termination_signal_sends_shutdown_host_signal";
+    if !common::kvm::require(name) {
+        return;
+    }
+    if !qemu_available() {
+        eprintln!("SKIPPED: qemu-system-x86_64 7.2 is not installed");
+        return;
+    }
+    let dir = TempDir::new("qmpsig");
+    let transcript = |mut cmd: Command, sock: &std::path::Path| {
+        let unix = format!("unix:{},server,nowait", sock.display());
+        cmd.args(["-qmp", &unix]);
+        let mut process = spawn(cmd);
+        let mut s = connect_unix(sock).short_timeout();
+        let mut out = read_until(&mut s, QUIET, Duration::from_secs(10), |b| {
+            b.ends_with(b"\r\n")
+        });
+        s.write_all(b"{\"execute\": \"qmp_capabilities\"}\n")
+            .unwrap();
+        out.extend(read_quiet(&mut s, QUIET, Duration::from_secs(10)));
+        // SAFETY: plain kill(2) of the child this test started.
+        unsafe { libc::kill(process.0.id() as i32, libc::SIGTERM) };
+        out.extend(read_quiet(
+            &mut s,
+            Duration::from_secs(2),
+            Duration::from_secs(10),
+        ));
+        let status = process.0.wait().unwrap();
+        (mask_qmp(&out), status.code())
+    };
+    let ours = transcript(vmscope(&[]), &dir.join("ours.sock"));
+    let theirs = transcript(qemu("tcg", &[]), &dir.join("qemu.sock"));
+    assert!(
+        theirs.0.contains("\"reason\": \"host-signal\""),
+        "QEMU: {theirs:?}"
+    );
+    assert_eq!(ours, theirs);
+    common::kvm::record_use(name);
+}

@@ -310,3 +310,28 @@ fn events_go_to_every_negotiated_qmp_monitor() {
         );
     }
 }
+
+#[test]
+fn system_reset_sends_reset_before_its_reply() {
+    if skip_without_qemu() {
+        return;
+    }
+    assert_same(&[
+        CAPS,
+        b"{\"execute\": \"system_reset\", \"id\": 1}\n",
+        b"{\"execute\": \"query-status\"}\n",
+        // (Not after `cont`: QEMU's firmware then resets the guest itself, adding guest
+        // RESET events that depend on the guest, not the monitor.)
+        b"{\"execute\": \"system_reset\", \"arguments\": {\"x\": 1}}\n",
+    ]);
+}
+
+#[test]
+fn nothing_runs_after_quit_even_on_the_same_line() {
+    if skip_without_qemu() {
+        return;
+    }
+    assert_same(&[
+        b"{'execute': 'qmp_capabilities'} {'execute': 'human-monitor-command', 'arguments': {'command-line': 'quit'}} {'execute': 'query-status'} {'execute': 'query-name'}\n",
+    ]);
+}

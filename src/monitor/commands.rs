@@ -36,9 +36,21 @@ pub trait VmControl: Send + Sync {
     fn cont(&self) -> Result<(), String>;
     /// Ends the process in order (exit status 0), as QEMU's `quit`.
     fn quit(&self);
+    /// A system reset asked for by the host (`system_reset`): the VM is reset now, or,
+    /// under `-no-reboot`, the process is asked to end (exit status 0) instead.
+    fn system_reset(&self) -> Result<SystemReset, String>;
     /// Every vCPU, ordered by index, with the TID of its thread (`query-cpus-fast`). Called
     /// on the main loop thread, possibly while the vCPUs run.
     fn vcpus(&self) -> Vec<VcpuInfo>;
+}
+
+/// What [`VmControl::system_reset`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SystemReset {
+    /// The machine was reset.
+    Reset,
+    /// `-no-reboot`: the process is shutting down instead.
+    Shutdown,
 }
 
 /// QMP error classes (the HMP prints only the description).
@@ -168,6 +180,20 @@ impl MonitorCommands {
                 Ok(())
             }
         }
+    }
+
+    /// `system_reset`: QEMU 7.2 sends `RESET` (or, under `-no-reboot`, `SHUTDOWN`) with
+    /// cause `host-qmp-system-reset`, also for HMP, before the command's reply.
+    pub fn system_reset(&self) -> Result<(), CommandError> {
+        const REASON: &str = "host-qmp-system-reset";
+        match self.vm.system_reset().map_err(CommandError::generic)? {
+            SystemReset::Reset => self.events.reset(false, REASON),
+            SystemReset::Shutdown => {
+                self.quitting.store(true, Ordering::SeqCst);
+                self.events.shutdown(false, REASON);
+            }
+        }
+        Ok(())
     }
 
     /// `quit`: QEMU sends `SHUTDOWN` (cause `host-qmp-quit`, also for HMP) before the

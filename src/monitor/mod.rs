@@ -8,7 +8,7 @@ mod hmp;
 pub mod qmp;
 mod run_state;
 
-pub use commands::{CommandError, ErrorClass, MonitorCommands, VcpuInfo, VmControl};
+pub use commands::{CommandError, ErrorClass, MonitorCommands, SystemReset, VcpuInfo, VmControl};
 pub use hmp::Hmp;
 pub use qmp::{MonitorEvents, Qmp};
 pub use run_state::{RunState, StatusInfo};

@@ -18,7 +18,7 @@ use vmscope::chardev::{
     ChardevEvent, ChardevFrontend, ChardevWriter, Chardevs, LoopHandle, MainLoop,
 };
 use vmscope::config::{ChardevBackend, ChardevConfig, SocketAddress, SocketChardev};
-use vmscope::monitor::{Hmp, MonitorCommands, Qmp, RunState, VcpuInfo, VmControl};
+use vmscope::monitor::{Hmp, MonitorCommands, Qmp, RunState, SystemReset, VcpuInfo, VmControl};
 
 /// A fresh directory under the system temp dir, removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -97,6 +97,7 @@ pub fn tcp_server(id: &str, port: u16, telnet: bool) -> ChardevConfig {
 pub struct MockVm {
     pub state: Mutex<RunState>,
     pub quits: AtomicUsize,
+    pub resets: AtomicUsize,
     pub loop_handle: OnceLock<LoopHandle>,
 }
 
@@ -105,6 +106,7 @@ impl MockVm {
         Arc::new(MockVm {
             state: Mutex::new(state),
             quits: AtomicUsize::new(0),
+            resets: AtomicUsize::new(0),
             loop_handle: OnceLock::new(),
         })
     }
@@ -136,6 +138,12 @@ impl VmControl for MockVm {
         if let Some(handle) = self.loop_handle.get() {
             handle.request_exit(0);
         }
+    }
+
+    /// Resets keep the run state, as QEMU's do for a running or `-S` VM.
+    fn system_reset(&self) -> Result<SystemReset, String> {
+        self.resets.fetch_add(1, Ordering::SeqCst);
+        Ok(SystemReset::Reset)
     }
 
     /// One vCPU, as QEMU's default `-smp 1` machine has, run by this process's thread.

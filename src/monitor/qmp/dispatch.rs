@@ -34,6 +34,7 @@ pub(crate) enum Action {
     Stop,
     Cont,
     Quit,
+    SystemReset,
     HumanMonitorCommand,
 }
 
@@ -81,6 +82,11 @@ static COMMANDS: &[QmpCommand] = &[
         name: "query-kvm",
         params: &[],
         action: Action::QueryKvm,
+    },
+    QmpCommand {
+        name: "system_reset",
+        params: &[],
+        action: Action::SystemReset,
     },
     QmpCommand {
         name: "query-cpus-fast",
@@ -397,6 +403,7 @@ fn execute(
         Action::Stop => unit(commands.stop()),
         Action::Cont => unit(commands.cont()),
         Action::Quit => unit(commands.quit()),
+        Action::SystemReset => unit(commands.system_reset()),
         Action::HumanMonitorCommand => {
             if let Some(QObject::Int(index)) = args.get("cpu-index") {
                 let count = commands.query_cpus_fast().len() as i64;
@@ -444,4 +451,144 @@ fn cpu_info_fast(cpu: &VcpuInfo) -> QObject {
             .with("props", props)
             .with("target", "x86_64"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::super::events::EventListener;
+    use super::super::json_reader::JsonReader;
+    use super::super::json_writer::to_json;
+    use super::*;
+    use crate::monitor::commands::{SystemReset, VmControl};
+    use crate::monitor::RunState;
+
+    struct Vm(Mutex<RunState>);
+
+    impl VmControl for Vm {
+        fn run_state(&self) -> RunState {
+            *self.0.lock().unwrap()
+        }
+        fn stop(&self) {
+            let mut state = self.0.lock().unwrap();
+            if *state == RunState::Running {
+                *state = RunState::Paused;
+            }
+        }
+        fn cont(&self) -> Result<(), String> {
+            *self.0.lock().unwrap() = RunState::Running;
+            Ok(())
+        }
+        fn quit(&self) {}
+        fn system_reset(&self) -> Result<SystemReset, String> {
+            Ok(SystemReset::Reset)
+        }
+        fn vcpus(&self) -> Vec<VcpuInfo> {
+            vec![VcpuInfo {
+                index: 0,
+                thread_id: 42,
+                socket_id: 0,
+                die_id: None,
+                core_id: 0,
+                thread_in_core: 0,
+            }]
+        }
+    }
+
+    /// Collects events as JSON with the timestamp cut off.
+    struct Events(Mutex<Vec<String>>);
+
+    impl EventListener for Events {
+        fn deliver(&self, event: &QObject) {
+            let text = to_json(event, false);
+            let event = &text[text.find("\"event\"").unwrap()..];
+            self.0.lock().unwrap().push(event.to_string());
+        }
+    }
+
+    /// Runs each request line through the reader and dispatcher; replies and events, in
+    /// order, as text.
+    fn session(requests: &str) -> Vec<String> {
+        let commands = MonitorCommands::new(Arc::new(Vm(Mutex::new(RunState::Prelaunch))))
+            .with_vm_name(Some("vm".into()));
+        let events = Arc::new(Events(Mutex::new(Vec::new())));
+        let listener: Arc<dyn EventListener> = events.clone();
+        commands.events().subscribe(Arc::downgrade(&listener));
+        let mut session = Session::default();
+        let mut reader = JsonReader::new();
+        let mut out = Vec::new();
+        reader.feed(requests.as_bytes(), &mut |request| {
+            let reply = match request {
+                Ok(request) => dispatch(&commands, &mut session, request),
+                Err(desc) => error_response(&CommandError::generic(desc), None),
+            };
+            out.append(&mut events.0.lock().unwrap());
+            out.push(to_json(&reply, false));
+        });
+        out
+    }
+
+    #[test]
+    fn negotiation_commands_and_errors_as_qemu_7_2() {
+        assert_eq!(
+            session(
+                "{'execute': 'query-status'} {'execute': 'qmp_capabilities', 'id': 1} \
+                 {'execute': 'qmp_capabilities'} {'execute': 'query-status'} \
+                 {'execute': 'query-name'} {'execute': 'query-kvm'} {'execute': 'cont'} \
+                 {'execute': 'stop', 'id': 'x'} {'execute': 'nope', 'id': [1]} \
+                 {'execute': 'human-monitor-command', 'arguments': {'command-line': 'info status'}} \
+                 {'execute': 'query-cpus-fast'} [1] {'id': 2} {'execute': 'quit'}"
+            ),
+            [
+                r#"{"error": {"class": "CommandNotFound", "desc": "Expecting capabilities negotiation with 'qmp_capabilities'"}}"#,
+                r#"{"return": {}, "id": 1}"#,
+                r#"{"error": {"class": "CommandNotFound", "desc": "Capabilities negotiation is already complete, command ignored"}}"#,
+                r#"{"return": {"status": "prelaunch", "singlestep": false, "running": false}}"#,
+                r#"{"return": {"name": "vm"}}"#,
+                r#"{"return": {"enabled": true, "present": true}}"#,
+                r#""event": "RESUME"}"#,
+                r#"{"return": {}}"#,
+                r#""event": "STOP"}"#,
+                r#"{"return": {}, "id": "x"}"#,
+                r#"{"id": [1], "error": {"class": "CommandNotFound", "desc": "The command nope has not been found"}}"#,
+                r#"{"return": "VM status: paused\r\n"}"#,
+                r#"{"return": [{"thread-id": 42, "props": {"core-id": 0, "thread-id": 0, "socket-id": 0}, "qom-path": "/machine/unattached/device[0]", "cpu-index": 0, "target": "x86_64"}]}"#,
+                r#"{"error": {"class": "GenericError", "desc": "QMP input must be a JSON object"}}"#,
+                r#"{"id": 2, "error": {"class": "GenericError", "desc": "QMP input lacks member 'execute'"}}"#,
+                r#""event": "SHUTDOWN", "data": {"guest": false, "reason": "host-qmp-quit"}}"#,
+                r#"{"return": {}}"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn argument_checks_come_before_side_effects() {
+        let out = session(
+            "{'execute': 'qmp_capabilities'} \
+             {'execute': 'stop', 'arguments': {'now': true}} \
+             {'execute': 'human-monitor-command', 'arguments': {}} \
+             {'execute': 'human-monitor-command', 'arguments': {'command-line': 1}} \
+             {'execute': 'human-monitor-command', 'arguments': {'command-line': 'stop', 'cpu-index': 3}}",
+        );
+        assert_eq!(
+            &out[1..],
+            [
+                r#"{"error": {"class": "GenericError", "desc": "Parameter 'now' is unexpected"}}"#,
+                r#"{"error": {"class": "GenericError", "desc": "Parameter 'command-line' is missing"}}"#,
+                r#"{"error": {"class": "GenericError", "desc": "Invalid parameter type for 'command-line', expected: string"}}"#,
+                r#"{"error": {"class": "GenericError", "desc": "Parameter 'cpu-index' expects a CPU number"}}"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn greeting_shape() {
+        let greeting = to_json(&greeting(), false);
+        let expected = format!(
+            r#"{{"QMP": {{"version": {{"qemu": {{"micro": 0, "minor": 2, "major": 7}}, "package": "vmscope {}"}}, "capabilities": ["oob"]}}}}"#,
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(greeting, expected);
+    }
 }

@@ -5,6 +5,10 @@
 //! Requests run as soon as they are complete, in order, so a client that sends its lines
 //! and half-closes at once still has every one executed and answered (the chardev delivers
 //! all input before reporting the disconnect and sends the replies before closing).
+//!
+//! A client that does not read its replies fills the chardev's output queue; the monitor
+//! then holds further output, stops reading requests (as QEMU suspends a monitor whose
+//! output is stuck) and retries in the background until the queue has room.
 
 mod dispatch;
 mod events;
@@ -14,7 +18,8 @@ mod qobject;
 mod utf8;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::Duration;
 
 pub use events::{build_event, EventListener, MonitorEvents};
 pub use json_reader::{JsonReader, JsonResult};
@@ -29,6 +34,9 @@ use crate::chardev::{ChardevError, ChardevEvent, ChardevFrontend, ChardevWriter,
 /// output is dropped.
 const HELD_OUTPUT_LIMIT: usize = 4 << 20;
 
+/// How often held output is retried.
+const RETRY_INTERVAL: Duration = Duration::from_millis(10);
+
 /// One QMP monitor on one chardev.
 pub struct Qmp {
     commands: Arc<MonitorCommands>,
@@ -41,6 +49,10 @@ pub struct Qmp {
     command_mode: AtomicBool,
     /// Output not yet accepted by the chardev.
     held: Mutex<Vec<u8>>,
+    /// A background retry of held output is running.
+    retrying: AtomicBool,
+    /// This monitor, for the retry thread.
+    this: OnceLock<Weak<Qmp>>,
 }
 
 struct InputState {
@@ -66,7 +78,10 @@ impl Qmp {
             }),
             command_mode: AtomicBool::new(false),
             held: Mutex::new(Vec::new()),
+            retrying: AtomicBool::new(false),
+            this: OnceLock::new(),
         });
+        let _ = qmp.this.set(Arc::downgrade(&qmp));
         let writer = chardevs.attach(chardev_id, qmp.clone())?;
         // Events only come from the loop, after attach has returned: set before use.
         let _ = qmp.writer.set(writer);
@@ -84,7 +99,7 @@ impl Qmp {
     fn send(&self, message: &QObject) {
         let mut text = to_json(message, self.pretty);
         text.push('\n');
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let mut held = self.lock_held();
         for b in text.bytes() {
             if b == b'\n' {
                 held.push(b'\r');
@@ -94,18 +109,56 @@ impl Qmp {
         self.flush(&mut held);
     }
 
-    fn flush(&self, held: &mut Vec<u8>) {
+    fn lock_held(&self) -> MutexGuard<'_, Vec<u8>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands held output to the chardev; true when nothing is left held.
+    fn try_write(&self, held: &mut Vec<u8>) -> bool {
         let Some(writer) = self.writer.get() else {
-            return;
+            return held.is_empty();
         };
-        if held.is_empty() {
-            return;
-        }
-        if std::io::Write::write_all(&mut &*writer, held).is_ok() {
+        // The chardev takes a write whole or refuses it whole.
+        if held.is_empty() || std::io::Write::write_all(&mut &*writer, held).is_ok() {
             held.clear();
-        } else if held.len() > HELD_OUTPUT_LIMIT {
+            return true;
+        }
+        if held.len() > HELD_OUTPUT_LIMIT {
             let excess = held.len() - HELD_OUTPUT_LIMIT;
             held.drain(..excess);
+        }
+        false
+    }
+
+    fn flush(&self, held: &mut Vec<u8>) {
+        if !self.try_write(held) && !self.retrying.swap(true, Ordering::SeqCst) {
+            self.start_retry();
+        }
+    }
+
+    /// Retries held output until the chardev takes it, then lets input in again.
+    fn start_retry(&self) {
+        let this = self.this.get().cloned().unwrap_or_default();
+        let spawned = std::thread::Builder::new()
+            .name("qmp-output".into())
+            .spawn(move || loop {
+                std::thread::sleep(RETRY_INTERVAL);
+                let Some(qmp) = this.upgrade() else {
+                    return;
+                };
+                let mut held = qmp.lock_held();
+                if qmp.try_write(&mut held) {
+                    qmp.retrying.store(false, Ordering::SeqCst);
+                    drop(held);
+                    if let Some(writer) = qmp.writer.get() {
+                        writer.accept_input();
+                    }
+                    return;
+                }
+            });
+        if spawned.is_err() {
+            // Without a thread the next reply or event retries.
+            self.retrying.store(false, Ordering::SeqCst);
         }
     }
 
@@ -130,7 +183,8 @@ impl EventListener for Qmp {
 
 impl ChardevFrontend for Qmp {
     fn can_receive(&self) -> usize {
-        if self.commands.is_quitting() {
+        if self.commands.is_quitting() || !self.lock_held().is_empty() {
+            // After quit, or while replies cannot be sent (the retry lets input in again).
             0
         } else {
             4096
@@ -168,7 +222,7 @@ impl ChardevFrontend for Qmp {
                 state.session = Session::default();
                 self.command_mode.store(false, Ordering::SeqCst);
                 // Output for the old client must not reach the next one.
-                self.held.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                self.lock_held().clear();
             }
             ChardevEvent::Break | ChardevEvent::FocusIn | ChardevEvent::FocusOut => {}
         }
