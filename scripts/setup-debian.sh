@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages vmscope's tests need: QEMU 7.2 (the reference the tests
 # compare against), SeaBIOS, socat, telnet, acpica-tools and a Debian kernel image for the
-# bzImage loader test. Idempotent: does nothing when everything is present.
+# bzImage loader test; and QEMU's Python QMP library from PyPI. Idempotent: does nothing when everything is present.
 #
 # qemu-system-x86 and qemu-utils are pinned to the same bookworm version and installed
 # together: some machine images ship a newer qemu-utils from backports, and installing
@@ -17,6 +17,12 @@ packages_present() {
         command -v iasl >/dev/null &&
         compgen -G '/boot/vmlinuz-*' >/dev/null
 }
+
+# QEMU's own Python QMP client library, one of the real clients the monitor tests use.
+if ! python3 -c 'import qemu.qmp' 2>/dev/null; then
+    python3 -m pip install --quiet qemu.qmp ||
+        { echo "setup-debian.sh: pip install qemu.qmp failed" >&2; exit 1; }
+fi
 
 if packages_present; then
     exit 0
