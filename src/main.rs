@@ -8,7 +8,7 @@ use vmscope::cli::{self, CliOutcome};
 use vmscope::config::SmpConfig;
 use vmscope::config::{Accelerator, Config, MonitorMode};
 use vmscope::hw::serial::SerialPort;
-use vmscope::machine::{Machine, Next};
+use vmscope::machine::{GuestNotice, Machine, Next};
 use vmscope::monitor::{Hmp, MonitorCommands, Qmp, RunState, SystemReset, VcpuInfo, VmControl};
 use vmscope::process::{daemonize, set_process_name, PidFile};
 
@@ -188,9 +188,16 @@ fn run(config: Config) -> i32 {
     let _ = control.machine.set(machine.clone());
 
     let events_machine = machine.clone();
+    let event_commands = commands.clone();
     main_loop
         .add_fd(machine.event_fd(), Interest::READ, move |main_loop, _| {
-            if let Next::Exit(status) = events_machine.handle_events() {
+            let events = event_commands.events();
+            let next = events_machine.handle_events(&mut |notice| match notice {
+                GuestNotice::Shutdown { reason } => events.shutdown(true, reason),
+                GuestNotice::Reset => events.reset(true, "guest-reset"),
+                GuestNotice::Stopped => events.emit("STOP", None),
+            });
+            if let Next::Exit(status) = next {
                 main_loop.request_exit(status);
             }
         })

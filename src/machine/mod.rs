@@ -76,6 +76,19 @@ pub struct Shared {
     pub events: Arc<EventSink>,
 }
 
+/// What the guest did, for the monitors' events (QEMU's SHUTDOWN, RESET and STOP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestNotice {
+    /// The guest shut the machine down; `reason` is QEMU's `ShutdownCause` name
+    /// (`guest-shutdown`, or `guest-reset` under `-no-reboot`).
+    Shutdown { reason: &'static str },
+    /// The guest reset the machine.
+    Reset,
+    /// The VM stopped because of what the guest did (poweroff under `-no-shutdown`, an
+    /// emulation failure).
+    Stopped,
+}
+
 /// What the process should do after the main loop handled machine events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Next {
@@ -381,8 +394,9 @@ impl Machine {
         Ok(())
     }
 
-    /// Acts on everything the vCPUs reported since the last call.
-    pub fn handle_events(&self) -> Next {
+    /// Acts on everything the vCPUs reported since the last call, telling `notify` what the
+    /// guest did, in the order QEMU reports it.
+    pub fn handle_events(&self, notify: &mut dyn FnMut(GuestNotice)) -> Next {
         let _ = self.shared.events.wake.read();
         loop {
             let Ok(event) = self.events.lock().unwrap().try_recv() else {
@@ -390,20 +404,28 @@ impl Machine {
             };
             match event {
                 MachineEvent::PowerOff => {
+                    notify(GuestNotice::Shutdown {
+                        reason: "guest-shutdown",
+                    });
                     if !self.no_shutdown {
                         return Next::Exit(0);
                     }
                     self.shared.gate.close();
                     *self.run_state.lock().unwrap() = RunState::Shutdown;
+                    notify(GuestNotice::Stopped);
                 }
                 MachineEvent::Reset => {
                     if self.no_reboot {
+                        notify(GuestNotice::Shutdown {
+                            reason: "guest-reset",
+                        });
                         return Next::Exit(0);
                     }
                     if let Err(e) = self.reset_machine() {
                         eprintln!("{}: reset failed: {e}", crate::program_name());
                         return Next::Exit(1);
                     }
+                    notify(GuestNotice::Reset);
                 }
                 MachineEvent::InternalError { detail, .. } => {
                     if *self.run_state.lock().unwrap() == RunState::InternalError {
@@ -412,6 +434,7 @@ impl Machine {
                     eprintln!("{detail}");
                     self.shared.gate.close();
                     *self.run_state.lock().unwrap() = RunState::InternalError;
+                    notify(GuestNotice::Stopped);
                 }
             }
         }
