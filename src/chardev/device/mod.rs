@@ -439,7 +439,14 @@ impl Chardev {
 
     /// Delivers pending input, then adjusts reading and handles end of input.
     fn deliver(&mut self, ml: &MainLoop) {
+        let socket = matches!(self.backend, Backend::Socket(_));
+        self.shared.set_delivering(socket);
         self.deliver_pending();
+        self.shared.set_delivering(false);
+        if socket {
+            // What the front end answered goes out now (see `ChardevShared::set_delivering`).
+            self.drain_output(ml);
+        }
         self.update_reading(ml);
         self.check_end_of_input(ml);
     }
