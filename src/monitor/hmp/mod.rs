@@ -129,6 +129,36 @@ fn execute(commands: &MonitorCommands, parsed: Parsed) -> Vec<u8> {
             Action::Help => table::help_text(argument.as_deref()),
             Action::InfoHelp => table::help_text(Some(b"info")),
             Action::InfoStatus => format!("{}\n", commands.query_status().hmp_text()).into_bytes(),
+            Action::InfoVersion => {
+                let (major, minor, micro) = super::QEMU_VERSION_TRIPLE;
+                // QEMU prints the package string right after the micro version.
+                format!("{major}.{minor}.{micro}{}\n", super::QEMU_PACKAGE).into_bytes()
+            }
+            Action::InfoName => commands
+                .query_name()
+                .map(|name| format!("{name}\n").into_bytes())
+                .unwrap_or_default(),
+            Action::InfoKvm => {
+                let (enabled, present) = commands.query_kvm();
+                match (present, enabled) {
+                    (false, _) => b"kvm support: not compiled\n".to_vec(),
+                    (true, true) => b"kvm support: enabled\n".to_vec(),
+                    (true, false) => b"kvm support: disabled\n".to_vec(),
+                }
+            }
+            Action::InfoCpus => {
+                let mut text = String::new();
+                for cpu in commands.query_cpus_fast() {
+                    // The monitor's current CPU (QEMU's `cpu` command) is the first one.
+                    let mark = if cpu.index == 0 { '*' } else { ' ' };
+                    text.push_str(&format!(
+                        "{mark} CPU #{}: thread_id={}\n",
+                        cpu.index, cpu.thread_id
+                    ));
+                }
+                text.into_bytes()
+            }
+            Action::SystemReset => report(commands.system_reset()),
             Action::Stop => report(commands.stop()),
             Action::Cont => report(commands.cont()),
             Action::Quit => report(commands.quit()),

@@ -13,6 +13,11 @@ pub(crate) enum Action {
     /// `info` without a subcommand lists the subcommands.
     InfoHelp,
     InfoStatus,
+    InfoVersion,
+    InfoName,
+    InfoKvm,
+    InfoCpus,
+    SystemReset,
     Stop,
     Cont,
     Quit,
@@ -84,16 +89,58 @@ pub(crate) static COMMANDS: &[HmpCommand] = &[
         action: Action::Stop,
         sub_table: None,
     },
+    HmpCommand {
+        name: "system_reset",
+        params: "",
+        help: "reset the system",
+        args: Args::None,
+        action: Action::SystemReset,
+        sub_table: None,
+    },
 ];
 
-pub(crate) static INFO_COMMANDS: &[HmpCommand] = &[HmpCommand {
-    name: "status",
-    params: "",
-    help: "show the current VM status (running|paused)",
-    args: Args::None,
-    action: Action::InfoStatus,
-    sub_table: None,
-}];
+pub(crate) static INFO_COMMANDS: &[HmpCommand] = &[
+    HmpCommand {
+        name: "cpus",
+        params: "",
+        help: "show infos for each CPU",
+        args: Args::None,
+        action: Action::InfoCpus,
+        sub_table: None,
+    },
+    HmpCommand {
+        name: "kvm",
+        params: "",
+        help: "show KVM information",
+        args: Args::None,
+        action: Action::InfoKvm,
+        sub_table: None,
+    },
+    HmpCommand {
+        name: "name",
+        params: "",
+        help: "show the current VM name",
+        args: Args::None,
+        action: Action::InfoName,
+        sub_table: None,
+    },
+    HmpCommand {
+        name: "status",
+        params: "",
+        help: "show the current VM status (running|paused)",
+        args: Args::None,
+        action: Action::InfoStatus,
+        sub_table: None,
+    },
+    HmpCommand {
+        name: "version",
+        params: "",
+        help: "show the version of QEMU",
+        args: Args::None,
+        action: Action::InfoVersion,
+        sub_table: None,
+    },
+];
 
 /// A command line, parsed.
 #[derive(Debug, PartialEq, Eq)]
@@ -423,7 +470,8 @@ mod tests {
              help|? [cmd] -- show the help\n\
              info [subcommand] -- show various information about the system state\n\
              quit|q  -- quit the emulator\n\
-             stop|s  -- stop emulation\n"
+             stop|s  -- stop emulation\n\
+             system_reset  -- reset the system\n"
         );
     }
 
@@ -440,12 +488,27 @@ mod tests {
             (c.word_len, names)
         };
         assert_eq!(names(b"qu"), (2, vec!["quit".to_string()]));
-        assert_eq!(names(b"s"), (1, vec!["s".to_string(), "stop".to_string()]));
+        assert_eq!(
+            names(b"s"),
+            (1, vec!["s".into(), "stop".into(), "system_reset".into()])
+        );
         assert_eq!(names(b"info st"), (2, vec!["status".to_string()]));
-        assert_eq!(names(b"info "), (0, vec!["status".to_string()]));
+        assert_eq!(
+            names(b"info "),
+            (
+                0,
+                vec![
+                    "cpus".into(),
+                    "kvm".into(),
+                    "name".into(),
+                    "status".into(),
+                    "version".into()
+                ]
+            )
+        );
         assert_eq!(names(b"help in"), (2, vec!["info".to_string()]));
         assert_eq!(names(b"help info s"), (1, vec!["status".to_string()]));
         assert_eq!(names(b"stop ").1, Vec::<String>::new());
-        assert_eq!(names(b"").1.len(), 9);
+        assert_eq!(names(b"").1.len(), 10);
     }
 }
