@@ -110,6 +110,8 @@ pub struct CommandLine {
     pub cpu: Option<(String, Location)>,
     pub serials: Vec<PortRequest>,
     pub parallels: Vec<PortRequest>,
+    /// `-debugcon` requests.
+    pub debugcons: Vec<PortRequest>,
     pub has_defaults: bool,
     pub default_serial: bool,
     pub default_parallel: bool,
@@ -155,6 +157,7 @@ impl CommandLine {
             cpu: None,
             serials: Vec::new(),
             parallels: Vec::new(),
+            debugcons: Vec::new(),
             has_defaults: true,
             default_serial: true,
             default_parallel: true,
@@ -360,6 +363,10 @@ impl CommandLine {
                     self.default_monitor = false;
                 }
             }
+            "debugcon" => self.debugcons.push(PortRequest {
+                text: arg.to_string(),
+                location: location.clone(),
+            }),
             "parallel" => {
                 self.parallels.push(PortRequest {
                     text: arg.to_string(),

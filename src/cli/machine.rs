@@ -152,6 +152,10 @@ pub struct MachineProperties {
     pub kernel: Option<String>,
     pub initrd: Option<String>,
     pub append: Option<String>,
+    /// `firmware=` (`-bios`).
+    pub firmware: Option<String>,
+    /// `graphics=off` (`-nographic`).
+    pub nographic: bool,
     /// Valid properties vmscope does not implement: (property, what).
     pub unsupported: Vec<(String, String)>,
 }
@@ -318,8 +322,11 @@ pub fn apply_machine_options(
             ("kernel", Some(v)) => props.kernel = Some(v.to_string()),
             ("initrd", Some(v)) => props.initrd = Some(v.to_string()),
             ("append", Some(v)) => props.append = Some(v.to_string()),
-            // vmscope draws nothing whichever way this is set.
-            ("graphics", _) => {}
+            // vmscope draws nothing either way; off tells the firmware to use the serial
+            // console, as QEMU does.
+            ("graphics", Some(v)) => props.nographic = parse_bool(v) == Ok(false),
+            ("graphics", None) => {}
+            ("firmware", Some(v)) => props.firmware = Some(v.to_string()),
             // vmscope's pc machine has no HPET and no USB controller.
             ("hpet", Some(v)) | ("usb", Some(v)) if parse_bool(v) == Ok(false) => {}
             ("hpet", _) => props.unsupported.push(("hpet".into(), "HPET".into())),

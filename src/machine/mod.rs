@@ -9,6 +9,7 @@ pub mod boot;
 pub mod cpu_features;
 pub mod cpuid;
 pub mod e820;
+pub mod firmware;
 pub mod gate;
 pub mod layout;
 pub mod regs;
@@ -26,18 +27,23 @@ use kvm_bindings::{
     KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Kvm, VmFd};
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::config::{Config, KernelBoot};
 use crate::hw::bus::PioBus;
 use crate::hw::i8042::{ResetTrigger, I8042, I8042_BASE, I8042_PORT_COUNT};
-use crate::hw::pm::{PowerManagement, PM_IO_BASE, PM_IO_LEN};
+use crate::hw::pc::chipset::{Chipset, ChipsetParts};
+use crate::hw::pc::debugcon::DebugCon;
+use crate::hw::pc::piix4_pm::DIRECT_BOOT_PM_BASE;
+use crate::hw::pc::rtc::{CmosFacts, Rtc};
+use crate::hw::pm::PowerManagement;
 use crate::hw::serial::{IrqLine, RxSpace, SerialPort, COM1_BASE, COM1_IRQ, UART_PORT_COUNT};
 use crate::monitor::RunState;
 use boot::BootEntry;
 use cpuid::CpuTopology;
 use e820::E820Entry;
+use firmware::{BiosRom, FirmwareError, ShadowSlots};
 use gate::VcpuGate;
 use layout::{RamSplit, KVM_IDENTITY_MAP_START, KVM_TSS_START};
 
@@ -103,8 +109,10 @@ pub enum MachineError {
     Ports(#[from] crate::hw::bus::PortConflict),
     #[error("cannot create an eventfd: {0}")]
     EventFd(#[source] std::io::Error),
-    #[error("booting without -kernel needs firmware (SeaBIOS) and disks, which vmscope does not support yet; use -kernel")]
-    NoKernel,
+    #[error("{0}")]
+    Firmware(#[from] FirmwareError),
+    #[error("{count} isa-debugcon port(s) configured but {given} output(s) given")]
+    DebugconOutputs { count: usize, given: usize },
     #[error("{0}")]
     Start(String),
     #[error("{0}")]
@@ -130,6 +138,10 @@ pub struct Machine {
     events: Mutex<Receiver<MachineEvent>>,
     serial: Arc<SerialPort>,
     kernel_boot: Option<KernelBoot>,
+    /// The i440FX/PIIX chipset, reset with the machine.
+    chipset: Chipset,
+    /// PAM shadowing of the BIOS area; reports KVM failures to remap.
+    shadow: Arc<ShadowSlots>,
     split: RamSplit,
     e820: Vec<E820Entry>,
     rsdp_addr: u64,
@@ -150,6 +162,33 @@ impl Machine {
         serial_output: Box<dyn Write + Send>,
         serial_rx_space: Box<dyn Fn() + Send + Sync>,
     ) -> Result<Machine, MachineError> {
+        Machine::with_debugcons(config, serial_output, serial_rx_space, Vec::new())
+    }
+
+    /// [`Machine::new`] with one output per `config.debugcons` entry, in order.
+    pub fn with_debugcons(
+        config: &Config,
+        serial_output: Box<dyn Write + Send>,
+        serial_rx_space: Box<dyn Fn() + Send + Sync>,
+        debugcon_outputs: Vec<Box<dyn Write + Send>>,
+    ) -> Result<Machine, MachineError> {
+        if debugcon_outputs.len() != config.debugcons.len() {
+            return Err(MachineError::DebugconOutputs {
+                count: config.debugcons.len(),
+                given: debugcon_outputs.len(),
+            });
+        }
+        // Without -kernel the machine runs firmware; read it before creating anything.
+        let bios = match &config.kernel_boot {
+            Some(_) => None,
+            None => {
+                let path = config
+                    .firmware
+                    .clone()
+                    .unwrap_or_else(|| firmware::DEFAULT_BIOS.into());
+                Some(BiosRom::load(&path)?)
+            }
+        };
         let kvm = Kvm::new().map_err(MachineError::KvmOpen)?;
         let vm = Arc::new(kvm.create_vm().map_err(kvm_err("creating the VM"))?);
         vm.set_tss_address(KVM_TSS_START as usize)
@@ -202,26 +241,68 @@ impl Machine {
             })))),
         )?;
         let poweroff_events = event_sink.clone();
-        pio.register(
-            PM_IO_BASE,
-            PM_IO_LEN,
-            Arc::new(PowerManagement::new(Box::new(move || {
-                poweroff_events.send(MachineEvent::PowerOff)
-            }))),
+        let pm_block = Arc::new(PowerManagement::new(Box::new(move || {
+            poweroff_events.send(MachineEvent::PowerOff)
+        })));
+        for (debugcon, output) in config.debugcons.iter().zip(debugcon_outputs) {
+            pio.register(debugcon.iobase, 1, Arc::new(DebugCon::new(output)))?;
+        }
+
+        let firmware_boot = bios.is_some();
+        if let Some(rom) = &bios {
+            rom.register(&vm)?;
+        }
+        let shadow = Arc::new(ShadowSlots::new(vm.clone(), &memory, bios)?);
+        let fw_cfg = firmware::fw_cfg_items(&firmware::FwCfgFacts {
+            split: &split,
+            e820: firmware::qemu_e820(&split, &e820),
+            cpus: config.smp.cpus as u16,
+            max_cpus: config.smp.max_cpus as u16,
+            nographic: config.nographic,
+        })
+        .build(memory.clone());
+        let cf9_events = event_sink.clone();
+        let chipset = Chipset::install(
+            &mut pio,
+            ChipsetParts {
+                ram_below_4g: split.below_4g,
+                // Direct kernel boot has no firmware to open the BIOS area: it starts as
+                // SeaBIOS would leave it for a kernel, all RAM, PM block at 0x600.
+                initial_pam: if firmware_boot {
+                    [0; 7]
+                } else {
+                    [0x30, 0x33, 0x33, 0x33, 0x33, 0x33, 0x33]
+                },
+                shadow: shadow.clone(),
+                pm_block,
+                pm_preset_base: (!firmware_boot).then_some(DIRECT_BOOT_PM_BASE),
+                on_reset: Box::new(move || cf9_events.send(MachineEvent::Reset)),
+                fw_cfg,
+                rtc: Rtc::new(&CmosFacts {
+                    ram_below_4g: split.below_4g,
+                    ram_above_4g: split.above_4g,
+                    cpus: config.smp.cpus,
+                    boot_order: "cad".into(),
+                }),
+            },
         )?;
+        if let Some(error) = shadow.take_error() {
+            return Err(MachineError::Memory(error));
+        }
 
         let topology = CpuTopology::new(&config.smp);
         let apic_ids: Vec<u32> = (0..config.smp.cpus).map(|i| topology.apic_id(i)).collect();
-        let rsdp_addr = acpi::write_tables(&memory, &apic_ids)
-            .map_err(|e| MachineError::Memory(format!("writing ACPI tables: {e}")))?;
+        // Firmware builds its own tables (SeaBIOS's, from fw_cfg).
+        let rsdp_addr = if firmware_boot {
+            0
+        } else {
+            acpi::write_tables(&memory, &apic_ids)
+                .map_err(|e| MachineError::Memory(format!("writing ACPI tables: {e}")))?
+        };
 
         let boot_entry = match &config.kernel_boot {
             Some(kernel_boot) => boot::load_kernel(&memory, kernel_boot, &split, &e820, rsdp_addr)?,
-            None if config.start_paused => BootEntry::Pvh {
-                entry: 0,
-                start_info: 0,
-            },
-            None => return Err(MachineError::NoKernel),
+            None => BootEntry::ResetVector,
         };
 
         let mut vcpus = Vec::new();
@@ -238,7 +319,7 @@ impl Machine {
             fd.set_cpuid2(&table).map_err(kvm_err("setting CPUID"))?;
             regs::wire_local_apic(&fd)?;
             let initial_lapic = fd.get_lapic().map_err(kvm_err("reading the local APIC"))?;
-            if index == 0 && config.kernel_boot.is_some() {
+            if index == 0 {
                 regs::set_boot_state(&fd, &memory, boot_entry)?;
             }
             vcpus.push(vcpu::Vcpu {
@@ -281,6 +362,8 @@ impl Machine {
             events: Mutex::new(events),
             serial,
             kernel_boot: config.kernel_boot.clone(),
+            chipset,
+            shadow,
             split,
             e820,
             rsdp_addr,
@@ -358,9 +441,6 @@ impl Machine {
             }
             _ => {}
         }
-        if self.kernel_boot.is_none() {
-            return Err(MachineError::NoKernel.to_string());
-        }
         *state = RunState::Running;
         self.shared.gate.open();
         Ok(())
@@ -416,6 +496,10 @@ impl Machine {
         self.vm
             .set_pit2(&self.initial_pit)
             .map_err(kvm_err("resetting the PIT"))?;
+        self.chipset.reset();
+        if let Some(error) = self.shadow.take_error() {
+            return Err(MachineError::Memory(error));
+        }
         if let Some(kernel_boot) = &self.kernel_boot {
             let entry = boot::load_kernel(
                 &self.shared.memory,
@@ -467,16 +551,18 @@ fn create_memory(
         .collect();
     let memory =
         GuestMemoryMmap::from_ranges(&ranges).map_err(|e| MachineError::Memory(e.to_string()))?;
+    // The BIOS area 0xC0000-0xFFFFF is left out: its slots follow the i440FX PAM
+    // registers (see `firmware`).
     let mut descriptors = Vec::new();
-    for (slot, region) in memory.iter().enumerate() {
-        let host = region
-            .get_host_address(vm_memory::MemoryRegionAddress(0))
+    for (slot, start, len) in firmware::ram_slots(split) {
+        let host = memory
+            .get_host_address(GuestAddress(start))
             .map_err(|e| MachineError::Memory(e.to_string()))?;
         descriptors.push(kvm_userspace_memory_region {
-            slot: slot as u32,
+            slot,
             flags: 0,
-            guest_phys_addr: region.start_addr().0,
-            memory_size: region.len(),
+            guest_phys_addr: start,
+            memory_size: len,
             userspace_addr: host as u64,
         });
     }

@@ -2,6 +2,7 @@
 //! function) and the platform devices firmware talks to: fw_cfg, the CMOS RTC, the debug
 //! console port.
 
+pub mod chipset;
 pub mod debugcon;
 pub mod fw_cfg;
 pub mod i440fx;

@@ -1,0 +1,83 @@
+//! Puts the `pc` chipset together on the port bus: PCI configuration ports with the
+//! i440FX, PIIX3 and PIIX4 PM functions, the movable I/O space, fw_cfg and the RTC.
+
+use std::sync::Arc;
+
+use super::fw_cfg::{FwCfg, FW_CFG_IO_BASE, FW_CFG_IO_LEN};
+use super::i440fx::I440fx;
+use super::pam::{ShadowControl, PAM_REGISTER_COUNT};
+use super::piix3::Piix3;
+use super::piix4_pm::Piix4Pm;
+use super::rtc::{Rtc, RTC_IO_BASE, RTC_IO_LEN};
+use crate::hw::bus::{PioBus, PioDevice, PortConflict};
+use crate::hw::pci::{
+    devfn, IoSpace, PciBus, PciConfigPorts, PCI_CONFIG_ADDRESS, PCI_CONFIG_PORT_COUNT,
+};
+
+/// What the chipset is built from.
+pub struct ChipsetParts {
+    pub ram_below_4g: u64,
+    /// PAM registers at power-on (see [`I440fx::new`]).
+    pub initial_pam: [u8; PAM_REGISTER_COUNT],
+    pub shadow: Arc<dyn ShadowControl>,
+    /// The ACPI PM register block and where it starts enabled, if anywhere.
+    pub pm_block: Arc<dyn PioDevice>,
+    pub pm_preset_base: Option<u16>,
+    /// Called when the guest resets through port 0xCF9.
+    pub on_reset: Box<dyn Fn() + Send + Sync>,
+    pub fw_cfg: FwCfg,
+    pub rtc: Rtc,
+}
+
+/// The installed chipset, kept for system reset.
+pub struct Chipset {
+    pub pci: Arc<PciBus>,
+    pub config_ports: Arc<PciConfigPorts>,
+    pub io_space: Arc<IoSpace>,
+}
+
+impl Chipset {
+    pub fn install(pio: &mut PioBus, parts: ChipsetParts) -> Result<Chipset, PortConflict> {
+        let io_space = Arc::new(IoSpace::new());
+        pio.set_fallback(io_space.clone());
+        let mut pci = PciBus::new();
+        pci.add(
+            devfn(0, 0),
+            Arc::new(I440fx::new(
+                parts.ram_below_4g,
+                parts.initial_pam,
+                parts.shadow,
+            )),
+        );
+        pci.add(devfn(1, 0), Arc::new(Piix3::new()));
+        pci.add(
+            devfn(1, 3),
+            Arc::new(Piix4Pm::new(
+                io_space.clone(),
+                parts.pm_block,
+                parts.pm_preset_base,
+            )),
+        );
+        let pci = Arc::new(pci);
+        let config_ports = Arc::new(PciConfigPorts::new(pci.clone(), parts.on_reset));
+        pio.register(
+            PCI_CONFIG_ADDRESS,
+            PCI_CONFIG_PORT_COUNT,
+            config_ports.clone(),
+        )?;
+        pio.register(FW_CFG_IO_BASE, FW_CFG_IO_LEN, Arc::new(parts.fw_cfg))?;
+        pio.register(RTC_IO_BASE, RTC_IO_LEN, Arc::new(parts.rtc))?;
+        Ok(Chipset {
+            pci,
+            config_ports,
+            io_space,
+        })
+    }
+
+    /// System reset: PCI functions (PAM, PM base) and the configuration address back to
+    /// power-on values. The CMOS keeps its contents, as with a battery.
+    pub fn reset(&self) {
+        self.config_ports.reset();
+        self.pci.reset();
+    }
+}
