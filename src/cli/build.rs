@@ -230,10 +230,17 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
     let debugcon_requests = std::mem::take(&mut cl.debugcons);
     for request in &debugcon_requests {
         if !debugcons.is_empty() {
+            // QEMU fails creating a second chardev labelled "debugcon".
             return Err(CliError::at(
                 &request.location,
-                ErrorKind::message("already have a debugcon device"),
-            ));
+                ErrorKind::message(
+                    "attempt to add duplicate property 'debugcon' to object (type 'container')",
+                ),
+            )
+            .then(ErrorKind::message(format!(
+                "invalid character backend '{}'",
+                request.text
+            ))));
         }
         let id = connect_port(
             &mut cl,
@@ -283,6 +290,15 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
     for opts in &cl.devices.entries {
         if opts.get("driver") == Some("isa-debugcon") {
             let debugcon = device::isa_debugcon(opts)?;
+            if registry.find(&debugcon.chardev).is_none() {
+                return Err(CliError::at(
+                    &opts.location,
+                    ErrorKind::message(format!(
+                        "Property 'isa-debugcon.chardev' can't find value '{}'",
+                        debugcon.chardev
+                    )),
+                ));
+            }
             registry
                 .attach(&debugcon.chardev)
                 .map_err(|e| CliError::at(&opts.location, e))?;

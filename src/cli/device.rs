@@ -79,7 +79,7 @@ pub fn isa_debugcon(opts: &Opts) -> Result<crate::config::DebugconConfig, CliErr
                 let number = super::numbers::strtou64(value, 0)
                     .ok()
                     .filter(|&n| n <= u64::from(u32::MAX))
-                    .ok_or_else(|| at(ErrorKind::invalid_value("iobase", "uint32_t")))?;
+                    .ok_or_else(|| at(ErrorKind::invalid_value("iobase", "integer")))?;
                 iobase = u16::try_from(number).map_err(|_| {
                     at(ErrorKind::message(format!(
                         "isa-debugcon: I/O port {number:#x} is beyond 0xffff"
@@ -203,6 +203,9 @@ mod tests {
              Network devices:\nname \"virtio-net-pci\", bus PCI, alias \"virtio-net\"\n\n\
              Input devices:\nname \"virtio-keyboard-pci\", bus PCI, alias \"virtio-keyboard\"\n"
         );
-        assert_eq!(device_help(VMSCOPE_DEVICES), "");
+        assert_eq!(
+            device_help(VMSCOPE_DEVICES),
+            "Misc devices:\nname \"isa-debugcon\", bus ISA\n"
+        );
     }
 }

@@ -311,9 +311,8 @@ pub fn fw_cfg_items(facts: &FwCfgFacts) -> FwCfgBuilder {
         .map(|e| (e.addr, e.size, e.kind))
         .collect();
     builder.add_file("etc/e820", fw_cfg::e820_file(&entries));
-    if facts.nographic {
-        builder.add_file("etc/sercon-port", 0x3f8u16.to_le_bytes().to_vec());
-    }
+    // With FW_CFG_NOGRAPHIC set SeaBIOS uses COM1 as its console by itself (QEMU adds no
+    // `etc/sercon-port`).
     builder
 }
 
