@@ -152,7 +152,7 @@ fn e820_line_compared(line: &str) -> bool {
     else {
         return true;
     };
-    start < 0x10_0000 || start >= 0xfffc_0000
+    !(0x10_0000..0xfffc_0000).contains(&start)
 }
 
 /// The boot attempts (their order follows the BCV of QEMU's kvmvapic ROM) are compared as a
