@@ -54,6 +54,26 @@ pub struct Config {
     pub nographic: bool,
     /// `isa-debugcon` ports (`-debugcon`, `-device isa-debugcon`).
     pub debugcons: Vec<DebugconConfig>,
+    /// `-boot` / `-machine boot.*=`.
+    pub boot: BootConfig,
+}
+
+/// What the firmware is told about booting (`-boot order=,reboot-timeout=`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootConfig {
+    /// Drive letters in priority order: `a`/`b` floppy, `c` disk, `d` CD-ROM, `n` network.
+    pub order: String,
+    /// Milliseconds SeaBIOS waits before rebooting when nothing boots; -1 never.
+    pub reboot_timeout: i32,
+}
+
+impl Default for BootConfig {
+    fn default() -> Self {
+        BootConfig {
+            order: "cad".into(),
+            reboot_timeout: -1,
+        }
+    }
 }
 
 /// One `isa-debugcon` port: bytes written to `iobase` go to the chardev.

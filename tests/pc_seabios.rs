@@ -18,6 +18,8 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 struct FirmwareRun {
     command: String,
+    /// The exit code when the process ended by itself.
+    exit_code: Option<i32>,
     debug_log: String,
     serial: String,
     stderr: String,
@@ -57,6 +59,20 @@ impl Drop for TempDir {
 /// Runs `program` with SeaBIOS's debug port and COM1 going to files until the debug log
 /// shows [`END_MARKER`] (SeaBIOS then waits forever) or [`LIMIT`] passes; then kills it.
 fn run_firmware(program: &Path, accel: &str, extra: &[&str], dir: &Path, tag: &str) -> FirmwareRun {
+    run_firmware_until(program, accel, extra, dir, tag, &|log| {
+        log.contains(END_MARKER)
+    })
+}
+
+/// [`run_firmware`] until `done(debug log)`, or until the process exits by itself.
+fn run_firmware_until(
+    program: &Path,
+    accel: &str,
+    extra: &[&str],
+    dir: &Path,
+    tag: &str,
+    done: &dyn Fn(&str) -> bool,
+) -> FirmwareRun {
     let debug = dir.join(format!("{tag}-debug.txt"));
     let serial = dir.join(format!("{tag}-serial.txt"));
     let mut args: Vec<String> = vec![
@@ -83,7 +99,7 @@ fn run_firmware(program: &Path, accel: &str, extra: &[&str], dir: &Path, tag: &s
         .unwrap_or_else(|e| panic!("cannot start {command}: {e}"));
     loop {
         let log = std::fs::read_to_string(&debug).unwrap_or_default();
-        if log.contains(END_MARKER) || start.elapsed() > LIMIT {
+        if done(&log) || start.elapsed() > LIMIT {
             break;
         }
         if let Ok(Some(_)) = child.try_wait() {
@@ -93,9 +109,15 @@ fn run_firmware(program: &Path, accel: &str, extra: &[&str], dir: &Path, tag: &s
     }
     let elapsed = start.elapsed();
     // Only the process this test started, by its own handle.
+    let exited_by_itself = matches!(child.try_wait(), Ok(Some(_)));
     let _ = child.kill();
     let output = child.wait_with_output().unwrap();
     FirmwareRun {
+        exit_code: if exited_by_itself {
+            output.status.code()
+        } else {
+            None
+        },
         command,
         debug_log: std::fs::read_to_string(&debug).unwrap_or_default(),
         serial: std::fs::read_to_string(&serial).unwrap_or_default(),
@@ -265,6 +287,83 @@ fn seabios_reaches_no_bootable_device_like_qemu() {
 #[test]
 fn seabios_sees_ram_above_4g_and_two_cpus_like_qemu() {
     compare_with_qemu("seabios_4g_smp2", &["-m", "4G", "-smp", "2"]);
+}
+
+/// How often SeaBIOS's banner appears in a debug log.
+fn banners(log: &str) -> usize {
+    log.matches("SeaBIOS (version").count()
+}
+
+#[test]
+fn seabios_reboot_with_no_reboot_ends_the_process_like_qemu() {
+    let test = "seabios_reboot_no_reboot";
+    if !common::kvm::require(test) {
+        return;
+    }
+    let dir = TempDir::new(test);
+    let extra = ["-m", "128", "-boot", "reboot-timeout=0", "-no-reboot"];
+    let never = |_: &str| false;
+    let qemu = run_firmware_until(
+        common::qemu::binary(),
+        &common::qemu::accel(),
+        &extra,
+        &dir.0,
+        "qemu",
+        &never,
+    );
+    let ours = run_firmware_until(
+        Path::new(env!("CARGO_BIN_EXE_vmscope")),
+        "kvm",
+        &extra,
+        &dir.0,
+        "vmscope",
+        &never,
+    );
+    assert_eq!(qemu.exit_code, Some(0), "{}", qemu.describe());
+    assert_eq!(ours.exit_code, Some(0), "{}", ours.describe());
+    for run in [&qemu, &ours] {
+        assert!(
+            run.debug_log
+                .contains("No bootable device.  Retrying in 0 seconds.\nRebooting.\n"),
+            "{}",
+            run.describe()
+        );
+        assert!(
+            run.debug_log
+                .trim_end()
+                .ends_with("Attempting a hard reboot"),
+            "{}",
+            run.describe()
+        );
+    }
+    common::kvm::record_use(test);
+}
+
+#[test]
+fn a_reset_runs_the_firmware_again_from_rom() {
+    let test = "seabios_reset_reruns";
+    if !common::kvm::require(test) {
+        return;
+    }
+    let dir = TempDir::new(test);
+    // SeaBIOS resets the machine each time nothing boots; PAM must be back at power-on
+    // state (the ROM alias at 0xF0000) for the next run to start from scratch.
+    let ours = run_firmware_until(
+        Path::new(env!("CARGO_BIN_EXE_vmscope")),
+        "kvm",
+        &["-m", "128", "-boot", "reboot-timeout=0"],
+        &dir.0,
+        "vmscope",
+        &|log| log.matches("Attempting a hard reboot").count() >= 2 && banners(log) >= 6,
+    );
+    assert!(banners(&ours.debug_log) >= 6, "{}", ours.describe());
+    // Every run prints the same lines as the first.
+    let runs: Vec<&str> = ours.debug_log.split("Attempting a hard reboot\n").collect();
+    assert!(runs.len() >= 3, "{}", ours.describe());
+    let first = normalize_debug_log(runs[0]).ordered;
+    let second = normalize_debug_log(runs[1]).ordered;
+    assert_eq!(second, first, "{}", ours.describe());
+    common::kvm::record_use(test);
 }
 
 #[test]

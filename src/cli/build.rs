@@ -353,6 +353,7 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
         firmware: props.firmware.map(PathBuf::from),
         nographic: props.nographic,
         debugcons,
+        boot: props.boot,
     };
     Ok(Built::Parsed(Box::new(Parsed {
         config,

@@ -433,6 +433,11 @@ impl CommandLine {
             | "mtdblock" => {
                 drive::drive_add(&mut self.drives, spec.name, arg, location, console)?;
             }
+            "rtc" => match other_options::read_rtc(arg, location, console)? {
+                None => return Ok(Step::Exit(1)),
+                Some(Some(what)) => self.unsupported_at(location, &what),
+                Some(None) => {}
+            },
             "device" => {
                 if arg.starts_with('{') {
                     self.unsupported_at(location, "devices in JSON syntax");

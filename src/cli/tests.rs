@@ -702,6 +702,7 @@ fn a_fully_supported_line_gives_the_whole_config() {
         firmware: None,
         nographic: true,
         debugcons: Vec::new(),
+        boot: Default::default(),
     };
     assert_eq!(c, expected);
     assert!(console.captured_warnings().is_empty());

@@ -281,6 +281,8 @@ pub struct FwCfgFacts<'a> {
     pub cpus: u16,
     pub max_cpus: u16,
     pub nographic: bool,
+    /// `-boot reboot-timeout` in milliseconds, -1 for never.
+    pub reboot_timeout: i32,
 }
 
 /// The fw_cfg items QEMU 7.2's `pc` provides that vmscope implements.
@@ -303,8 +305,10 @@ pub fn fw_cfg_items(facts: &FwCfgFacts) -> FwCfgBuilder {
         // KVM's in-kernel irqchip routes the PIT to IOAPIC pin 2.
         .add_u32(fw_cfg::FW_CFG_IRQ0_OVERRIDE, 1)
         .add_file("bootorder", Vec::new())
-        // -boot reboot-timeout's default: never retry.
-        .add_file("etc/boot-fail-wait", (-1i32).to_le_bytes().to_vec());
+        .add_file(
+            "etc/boot-fail-wait",
+            facts.reboot_timeout.to_le_bytes().to_vec(),
+        );
     let entries: Vec<(u64, u64, u32)> = facts
         .e820
         .iter()

@@ -116,6 +116,15 @@ impl VcpuGate {
         }
     }
 
+    /// Blocks a vCPU that asked for a reset or poweroff until the main loop has stopped the
+    /// VM for it (gate closed) or already reset it (`applied_reset` is behind).
+    pub fn wait_for_stop(&self, applied_reset: u64) {
+        let mut state = self.state.lock().unwrap();
+        while state.open && !state.terminating && state.reset_generation == applied_reset {
+            state = self.changed.wait(state).unwrap();
+        }
+    }
+
     /// Closes the gate and returns once every vCPU is parked outside the guest.
     pub fn close(&self) {
         let mut state = self.state.lock().unwrap();

@@ -64,8 +64,23 @@ pub struct EventSink {
     wake: EventFd,
 }
 
+thread_local! {
+    /// Set when this thread (a vCPU, inside a device handler) asked for a reset or poweroff:
+    /// the vCPU must not run further guest instructions until the main loop acted, as a CPU
+    /// stops on QEMU (SeaBIOS's reset code is followed by a deliberate triple fault).
+    static STOP_REQUESTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the current thread asked for a reset or poweroff since the last call.
+pub(crate) fn take_stop_request() -> bool {
+    STOP_REQUESTED.with(|flag| flag.replace(false))
+}
+
 impl EventSink {
     pub fn send(&self, event: MachineEvent) {
+        if matches!(event, MachineEvent::Reset | MachineEvent::PowerOff) {
+            STOP_REQUESTED.with(|flag| flag.set(true));
+        }
         // The receiver lives as long as the machine; after it is gone nobody listens anyway.
         let _ = self.sender.lock().unwrap().send(event);
         let _ = self.wake.write(1);
@@ -259,6 +274,7 @@ impl Machine {
             cpus: config.smp.cpus as u16,
             max_cpus: config.smp.max_cpus as u16,
             nographic: config.nographic,
+            reboot_timeout: config.boot.reboot_timeout,
         })
         .build(memory.clone());
         let cf9_events = event_sink.clone();
@@ -282,7 +298,7 @@ impl Machine {
                     ram_below_4g: split.below_4g,
                     ram_above_4g: split.above_4g,
                     cpus: config.smp.cpus,
-                    boot_order: "cad".into(),
+                    boot_order: config.boot.order.clone(),
                 }),
             },
         )?;

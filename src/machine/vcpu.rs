@@ -62,7 +62,12 @@ pub fn run(mut vcpu: Vcpu, shared: Arc<Shared>) {
         let exit = vcpu.fd.run();
         match exit {
             Ok(VcpuExit::IoIn(port, data)) => shared.pio.read(port, data),
-            Ok(VcpuExit::IoOut(port, data)) => shared.pio.write(port, data),
+            Ok(VcpuExit::IoOut(port, data)) => {
+                shared.pio.write(port, data);
+                if super::take_stop_request() {
+                    shared.gate.wait_for_stop(applied_reset);
+                }
+            }
             // Nothing is mapped outside RAM and the in-kernel APICs yet: reads see zeroes and
             // writes are dropped, as for unassigned memory on QEMU.
             Ok(VcpuExit::MmioRead(_, data)) => data.fill(0),
