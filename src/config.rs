@@ -56,6 +56,8 @@ pub struct Config {
     pub debugcons: Vec<DebugconConfig>,
     /// `-boot` / `-machine boot.*=`.
     pub boot: BootConfig,
+    /// `-L DIR`: where firmware files are looked for first.
+    pub data_dirs: Vec<PathBuf>,
 }
 
 /// What the firmware is told about booting (`-boot order=,reboot-timeout=`).

@@ -381,6 +381,24 @@ fn a_missing_bios_file_is_a_clear_error() {
 }
 
 #[test]
+fn l_directories_are_searched_before_the_system_ones() {
+    let dir = TempDir::new("data-dir");
+    let bogus = dir.0.join("bios-256k.bin");
+    std::fs::write(&bogus, [0u8; 1000]).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_vmscope"))
+        .args(["-display", "none", "-L"])
+        .arg(&dir.0)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("could not load PC BIOS '{}'", bogus.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn normalization_keeps_what_must_match() {
     let log = "SeaBIOS (version 1)\nRunning on KVM\nFound 3 PCI devices (max PCI bus is 00)\n\
                PCI: init bdf=00:01.3 id=8086:7113\ne820 map has 7 items:\n\

@@ -354,6 +354,7 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
         nographic: props.nographic,
         debugcons,
         boot: props.boot,
+        data_dirs: cl.data_dirs.iter().map(PathBuf::from).collect(),
     };
     Ok(Built::Parsed(Box::new(Parsed {
         config,

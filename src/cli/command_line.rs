@@ -112,6 +112,8 @@ pub struct CommandLine {
     pub parallels: Vec<PortRequest>,
     /// `-debugcon` requests.
     pub debugcons: Vec<PortRequest>,
+    /// `-L DIR`, in order.
+    pub data_dirs: Vec<String>,
     pub has_defaults: bool,
     pub default_serial: bool,
     pub default_parallel: bool,
@@ -158,6 +160,7 @@ impl CommandLine {
             serials: Vec::new(),
             parallels: Vec::new(),
             debugcons: Vec::new(),
+            data_dirs: Vec::new(),
             has_defaults: true,
             default_serial: true,
             default_parallel: true,
@@ -363,6 +366,8 @@ impl CommandLine {
                     self.default_monitor = false;
                 }
             }
+            "L" if arg == "help" => self.unsupported_at(location, "-L help"),
+            "L" => self.data_dirs.push(arg.to_string()),
             "debugcon" => self.debugcons.push(PortRequest {
                 text: arg.to_string(),
                 location: location.clone(),

@@ -53,7 +53,6 @@ const NET: &str = "networking";
 const AUDIO: &str = "audio";
 const MIGRATION: &str = "migration";
 const TCG: &str = "TCG; vmscope runs on KVM";
-const FIRMWARE: &str = "firmware selection";
 
 /// The table, in QEMU's `-help` order.
 pub static OPTIONS: &[OptionSpec] = &[
@@ -119,7 +118,7 @@ pub static OPTIONS: &[OptionSpec] = &[
     imp("chardev", true),
     not_yet("tpmdev", true, "TPM"),
     imp("bios", true),
-    not_yet("L", true, FIRMWARE),
+    imp("L", true),
     not_yet("fw_cfg", true, "fw_cfg files"),
     imp("kernel", true),
     imp("append", true),

@@ -703,6 +703,7 @@ fn a_fully_supported_line_gives_the_whole_config() {
         nographic: true,
         debugcons: Vec::new(),
         boot: Default::default(),
+        data_dirs: Vec::new(),
     };
     assert_eq!(c, expected);
     assert!(console.captured_warnings().is_empty());

@@ -18,8 +18,27 @@ use super::layout::{RamSplit, HIGH_MEMORY_START, HIGH_RAM_START};
 use crate::hw::pc::fw_cfg::{self, FwCfgBuilder};
 use crate::hw::pc::pam::{self, PamAccess, ShadowControl, SEGMENT_COUNT};
 
-/// Debian's SeaBIOS, what QEMU 7.2 on Debian loads by default.
-pub const DEFAULT_BIOS: &str = "/usr/share/seabios/bios-256k.bin";
+/// The firmware QEMU 7.2's `pc` loads by default (Debian's SeaBIOS).
+pub const DEFAULT_BIOS: &str = "bios-256k.bin";
+/// Where firmware is looked for after the `-L` directories: QEMU's data directory, then
+/// Debian's SeaBIOS package (which the former links to).
+const SYSTEM_DATA_DIRS: &[&str] = &["/usr/share/qemu", "/usr/share/seabios"];
+
+/// QEMU's `qemu_find_file` for firmware: `name` itself when readable, else the first
+/// `data_dirs` entry (`-L`, in order), then the system directories, holding it. A name
+/// found nowhere is returned unchanged, for the error to name it.
+pub fn find_bios(name: &Path, data_dirs: &[PathBuf]) -> PathBuf {
+    if std::fs::File::open(name).is_ok() {
+        return name.to_path_buf();
+    }
+    data_dirs
+        .iter()
+        .cloned()
+        .chain(SYSTEM_DATA_DIRS.iter().map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|path| std::fs::File::open(path).is_ok())
+        .unwrap_or_else(|| name.to_path_buf())
+}
 /// The part of the BIOS that also appears below 1 MiB (QEMU's "isa-bios").
 const ISA_BIOS_MAX: u64 = 128 << 10;
 /// Start of the PAM-controlled area.
@@ -366,6 +385,24 @@ mod tests {
         assert_eq!((amd[0].addr, amd[0].size, amd[0].kind), (0, 128 << 20, 1));
         assert_eq!((amd[1].addr, amd[1].kind), (0xfd_0000_0000, 2));
         assert_eq!(qemu_e820(&split, &memory_map(&split, false)).len(), 1);
+    }
+
+    #[test]
+    fn bios_is_found_in_data_dirs_in_order() {
+        let base = std::env::temp_dir().join(format!("vmscope-bios-dirs-{}", std::process::id()));
+        let (first, second) = (base.join("first"), base.join("second"));
+        std::fs::create_dir_all(&first).unwrap();
+        std::fs::create_dir_all(&second).unwrap();
+        std::fs::write(second.join("my.bin"), [0u8; 16]).unwrap();
+        let dirs = [first.clone(), second.clone()];
+        assert_eq!(find_bios(Path::new("my.bin"), &dirs), second.join("my.bin"));
+        std::fs::write(first.join("my.bin"), [0u8; 16]).unwrap();
+        assert_eq!(find_bios(Path::new("my.bin"), &dirs), first.join("my.bin"));
+        assert_eq!(
+            find_bios(Path::new("absent.bin"), &dirs),
+            PathBuf::from("absent.bin")
+        );
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

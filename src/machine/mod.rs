@@ -197,10 +197,11 @@ impl Machine {
         let bios = match &config.kernel_boot {
             Some(_) => None,
             None => {
-                let path = config
+                let name = config
                     .firmware
                     .clone()
                     .unwrap_or_else(|| firmware::DEFAULT_BIOS.into());
+                let path = firmware::find_bios(&name, &config.data_dirs);
                 Some(BiosRom::load(&path)?)
             }
         };
