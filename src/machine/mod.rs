@@ -36,7 +36,7 @@ use crate::hw::i8042::{ResetTrigger, I8042, I8042_BASE, I8042_PORT_COUNT};
 use crate::hw::pc::chipset::{Chipset, ChipsetParts};
 use crate::hw::pc::debugcon::DebugCon;
 use crate::hw::pc::piix4_pm::DIRECT_BOOT_PM_BASE;
-use crate::hw::pc::rtc::{CmosFacts, Rtc};
+use crate::hw::pc::rtc::{CmosFacts, Rtc, RTC_IRQ};
 use crate::hw::pm::PowerManagement;
 use crate::hw::serial::{IrqLine, RxSpace, SerialPort, COM1_BASE, COM1_IRQ, UART_PORT_COUNT};
 use crate::monitor::RunState;
@@ -278,6 +278,23 @@ impl Machine {
             reboot_timeout: config.boot.reboot_timeout,
         })
         .build(memory.clone());
+        // The RTC's IRQ 8, an edge through an irqfd like COM1's.
+        let rtc_irq =
+            EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(MachineError::EventFd)?;
+        vm.register_irqfd(&rtc_irq, RTC_IRQ)
+            .map_err(kvm_err("wiring the RTC interrupt"))?;
+        let rtc = Arc::new(Rtc::new(
+            &CmosFacts {
+                ram_below_4g: split.below_4g,
+                ram_above_4g: split.above_4g,
+                cpus: config.smp.cpus,
+                boot_order: config.boot.order.clone(),
+            },
+            Box::new(move || {
+                let _ = rtc_irq.write(1);
+            }),
+        ));
+        rtc.start_ticker().map_err(MachineError::Thread)?;
         let cf9_events = event_sink.clone();
         let chipset = Chipset::install(
             &mut pio,
@@ -295,12 +312,7 @@ impl Machine {
                 pm_preset_base: (!firmware_boot).then_some(DIRECT_BOOT_PM_BASE),
                 on_reset: Box::new(move || cf9_events.send(MachineEvent::Reset)),
                 fw_cfg,
-                rtc: Rtc::new(&CmosFacts {
-                    ram_below_4g: split.below_4g,
-                    ram_above_4g: split.above_4g,
-                    cpus: config.smp.cpus,
-                    boot_order: config.boot.order.clone(),
-                }),
+                rtc,
             },
         )?;
         if let Some(error) = shadow.take_error() {

@@ -26,7 +26,7 @@ pub struct ChipsetParts {
     /// Called when the guest resets through port 0xCF9.
     pub on_reset: Box<dyn Fn() + Send + Sync>,
     pub fw_cfg: FwCfg,
-    pub rtc: Rtc,
+    pub rtc: Arc<Rtc>,
 }
 
 /// The installed chipset, kept for system reset.
@@ -66,7 +66,7 @@ impl Chipset {
             config_ports.clone(),
         )?;
         pio.register(FW_CFG_IO_BASE, FW_CFG_IO_LEN, Arc::new(parts.fw_cfg))?;
-        pio.register(RTC_IO_BASE, RTC_IO_LEN, Arc::new(parts.rtc))?;
+        pio.register(RTC_IO_BASE, RTC_IO_LEN, parts.rtc)?;
         Ok(Chipset {
             pci,
             config_ports,
