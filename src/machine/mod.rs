@@ -296,6 +296,7 @@ impl Machine {
         ));
         rtc.start_ticker().map_err(MachineError::Thread)?;
         let cf9_events = event_sink.clone();
+        let port92_events = event_sink.clone();
         let chipset = Chipset::install(
             &mut pio,
             ChipsetParts {
@@ -311,6 +312,7 @@ impl Machine {
                 pm_block,
                 pm_preset_base: (!firmware_boot).then_some(DIRECT_BOOT_PM_BASE),
                 on_reset: Box::new(move || cf9_events.send(MachineEvent::Reset)),
+                on_fast_reset: Box::new(move || port92_events.send(MachineEvent::Reset)),
                 fw_cfg,
                 rtc,
             },

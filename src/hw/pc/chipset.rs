@@ -8,6 +8,7 @@ use super::i440fx::I440fx;
 use super::pam::{ShadowControl, PAM_REGISTER_COUNT};
 use super::piix3::Piix3;
 use super::piix4_pm::Piix4Pm;
+use super::port92::{Port92, PORT92};
 use super::rtc::{Rtc, RTC_IO_BASE, RTC_IO_LEN};
 use crate::hw::bus::{PioBus, PioDevice, PortConflict};
 use crate::hw::pci::{
@@ -25,6 +26,8 @@ pub struct ChipsetParts {
     pub pm_preset_base: Option<u16>,
     /// Called when the guest resets through port 0xCF9.
     pub on_reset: Box<dyn Fn() + Send + Sync>,
+    /// Called when the guest resets through port 0x92.
+    pub on_fast_reset: Box<dyn Fn() + Send + Sync>,
     pub fw_cfg: FwCfg,
     pub rtc: Arc<Rtc>,
 }
@@ -34,6 +37,7 @@ pub struct Chipset {
     pub pci: Arc<PciBus>,
     pub config_ports: Arc<PciConfigPorts>,
     pub io_space: Arc<IoSpace>,
+    pub port92: Arc<Port92>,
 }
 
 impl Chipset {
@@ -67,10 +71,13 @@ impl Chipset {
         )?;
         pio.register(FW_CFG_IO_BASE, FW_CFG_IO_LEN, Arc::new(parts.fw_cfg))?;
         pio.register(RTC_IO_BASE, RTC_IO_LEN, parts.rtc)?;
+        let port92 = Arc::new(Port92::new(parts.on_fast_reset));
+        pio.register(PORT92, 1, port92.clone())?;
         Ok(Chipset {
             pci,
             config_ports,
             io_space,
+            port92,
         })
     }
 
@@ -79,5 +86,6 @@ impl Chipset {
     pub fn reset(&self) {
         self.config_ports.reset();
         self.pci.reset();
+        self.port92.reset();
     }
 }

@@ -1,6 +1,6 @@
 //! The `pc` machine's chipset (i440FX host bridge, PIIX3 ISA bridge, PIIX4 power management
-//! function) and the platform devices firmware talks to: fw_cfg, the CMOS RTC, the debug
-//! console port.
+//! function) and the platform devices firmware talks to: fw_cfg, the CMOS RTC, system
+//! control port A (0x92), the debug console port.
 
 pub mod chipset;
 pub mod debugcon;
@@ -9,6 +9,7 @@ pub mod i440fx;
 pub mod pam;
 pub mod piix3;
 pub mod piix4_pm;
+pub mod port92;
 pub mod rtc;
 
 /// QEMU's subsystem ids on every PCI function it creates (Red Hat, QEMU).
