@@ -7,7 +7,7 @@
 //! slots 3..16 = the thirteen PAM segments, slot 16 = the BIOS ROM below 4 GiB.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_READONLY};
 use kvm_ioctls::VmFd;
@@ -155,6 +155,8 @@ pub struct ShadowSlots {
     current: Mutex<[(Option<PamAccess>, bool); SEGMENT_COUNT]>,
     /// The first failure to change a slot, reported by [`ShadowSlots::take_error`].
     error: Mutex<Option<String>>,
+    /// Once the machine runs, failures go here instead (they stop the VM).
+    reporter: OnceLock<Box<dyn Fn(String) + Send + Sync>>,
 }
 
 impl ShadowSlots {
@@ -175,7 +177,13 @@ impl ShadowSlots {
             rom,
             current: Mutex::new([(None, false); SEGMENT_COUNT]),
             error: Mutex::new(None),
+            reporter: OnceLock::new(),
         })
+    }
+
+    /// From now on a failed remap (a guest PAM write KVM refused) is passed to `report`.
+    pub fn report_errors_to(&self, report: Box<dyn Fn(String) + Send + Sync>) {
+        let _ = self.reporter.set(report);
     }
 
     /// Why a PAM change could not be applied, if one could not.
@@ -265,11 +273,16 @@ impl ShadowControl for ShadowSlots {
             match self.map_segment(index, *wanted, mapped) {
                 Ok(()) => *applied = Some(*wanted),
                 Err(e) => {
-                    let mut error = self.error.lock().unwrap();
-                    error.get_or_insert(format!(
+                    let message = format!(
                         "KVM: remapping {:#x} for PAM: {e}",
                         pam::segments()[index].start
-                    ));
+                    );
+                    match self.reporter.get() {
+                        Some(report) => report(message),
+                        None => {
+                            self.error.lock().unwrap().get_or_insert(message);
+                        }
+                    }
                 }
             }
         }

@@ -153,10 +153,9 @@ pub struct Machine {
     events: Mutex<Receiver<MachineEvent>>,
     serial: Arc<SerialPort>,
     kernel_boot: Option<KernelBoot>,
-    /// The i440FX/PIIX chipset, reset with the machine.
+    /// The i440FX/PIIX chipset, reset with the machine. Its host bridge owns the PAM
+    /// shadowing (`firmware::ShadowSlots`) and through it the BIOS ROM mapping.
     chipset: Chipset,
-    /// PAM shadowing of the BIOS area; reports KVM failures to remap.
-    shadow: Arc<ShadowSlots>,
     split: RamSplit,
     e820: Vec<E820Entry>,
     rsdp_addr: u64,
@@ -320,6 +319,10 @@ impl Machine {
         if let Some(error) = shadow.take_error() {
             return Err(MachineError::Memory(error));
         }
+        let remap_events = event_sink.clone();
+        shadow.report_errors_to(Box::new(move |detail| {
+            remap_events.send(MachineEvent::InternalError { vcpu: 0, detail })
+        }));
 
         let topology = CpuTopology::new(&config.smp);
         let apic_ids: Vec<u32> = (0..config.smp.cpus).map(|i| topology.apic_id(i)).collect();
@@ -394,7 +397,6 @@ impl Machine {
             serial,
             kernel_boot: config.kernel_boot.clone(),
             chipset,
-            shadow,
             split,
             e820,
             rsdp_addr,
@@ -527,10 +529,8 @@ impl Machine {
         self.vm
             .set_pit2(&self.initial_pit)
             .map_err(kvm_err("resetting the PIT"))?;
+        // A remap KVM refuses is reported as an internal error (see `report_errors_to`).
         self.chipset.reset();
-        if let Some(error) = self.shadow.take_error() {
-            return Err(MachineError::Memory(error));
-        }
         if let Some(kernel_boot) = &self.kernel_boot {
             let entry = boot::load_kernel(
                 &self.shared.memory,
