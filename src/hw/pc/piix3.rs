@@ -1,6 +1,6 @@
 //! The PIIX3 PCI-to-ISA bridge (00:01.0): QEMU 7.2's identity and the PIRQ routing
-//! registers firmware programs. Routing is recorded for the PCI interrupt wiring of the
-//! devices that will use it (IDE, virtio); no device raises a PCI interrupt yet.
+//! registers firmware programs, and the INTx-to-ISA-IRQ routing PCI devices (IDE, virtio)
+//! will raise their interrupts through; none does yet.
 
 use std::sync::Mutex;
 
@@ -73,6 +73,16 @@ impl Piix3 {
         }
     }
 
+    /// The ISA IRQ that interrupt pin `pin` (1 = INTA# .. 4 = INTD#) of a function in PCI
+    /// slot `device` reaches: the i440FX board swizzles pins across slots onto PIRQA-D
+    /// (`(pin - 1 + device) % 4`, as QEMU's `pci_slot_get_pirq`), then PIRQRC routes it.
+    pub fn intx_irq(&self, device: u8, pin: u8) -> Option<u8> {
+        if !(1..=4).contains(&pin) {
+            return None;
+        }
+        self.pirq_route(usize::from((pin - 1 + device) & 3))
+    }
+
     /// The ISA IRQ PIRQ `pirq` (0 = A .. 3 = D) is routed to, if routed.
     pub fn pirq_route(&self, pirq: usize) -> Option<u8> {
         let value = self
@@ -118,7 +128,13 @@ mod tests {
         bridge.config_write(0x60, 0x0b0b_0a0a, u32::MAX);
         assert_eq!(bridge.pirq_route(0), Some(10));
         assert_eq!(bridge.pirq_route(3), Some(11));
+        // Slot 3 INTA# is PIRQD, slot 2 INTB# is PIRQD too, slot 4 INTA# wraps to PIRQA.
+        assert_eq!(bridge.intx_irq(3, 1), Some(11));
+        assert_eq!(bridge.intx_irq(2, 2), Some(11));
+        assert_eq!(bridge.intx_irq(4, 1), Some(10));
+        assert_eq!(bridge.intx_irq(3, 0), None, "no interrupt pin");
         bridge.reset();
         assert_eq!(bridge.pirq_route(1), None);
+        assert_eq!(bridge.intx_irq(3, 1), None);
     }
 }

@@ -2,6 +2,7 @@
 //! (ports 0xCF8/0xCFC) and the bus of functions behind it, and the dynamic I/O space where
 //! firmware places port windows (BARs and chipset bases such as the PIIX4 PM block).
 
+pub mod bar;
 pub mod config;
 pub mod host;
 pub mod io_space;
