@@ -108,6 +108,18 @@ fn run_firmware_until(
         std::thread::sleep(Duration::from_millis(100));
     }
     let elapsed = start.elapsed();
+    // SeaBIOS writes its serial console after the debug port: let it settle (unchanged for
+    // 300 ms, 3 s at most) before stopping the machine.
+    let settle = Instant::now();
+    let mut last = std::fs::read(&serial).unwrap_or_default();
+    while settle.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = std::fs::read(&serial).unwrap_or_default();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
     // Only the process this test started, by its own handle.
     let exited_by_itself = matches!(child.try_wait(), Ok(Some(_)));
     let _ = child.kill();
