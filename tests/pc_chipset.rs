@@ -188,6 +188,12 @@ fn fw_cfg_cmos_and_reset_ports_answer() {
     assert_eq!(pc.inb(0x71), 1, "CPUs - 1");
     pc.outb(0x70, 0x0d);
     assert_eq!(pc.inb(0x71), 0x80, "valid RAM and time");
+    // ACPI enable through the APM control port sets SCI_EN in the PM block.
+    pc.config_write(1, 3, 0x40, 0x601);
+    pc.config_write(1, 3, 0x80, 1);
+    assert_eq!(pc.inw(0x604) & 1, 0);
+    pc.outb(0xb2, 0xf1);
+    assert_eq!(pc.inw(0x604) & 1, 1);
     pc.outb(0xcf9, 0x06);
     pc.outb(0x92, 0x01);
     assert_eq!(pc.resets.load(Ordering::SeqCst), 2);

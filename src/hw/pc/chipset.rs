@@ -1,8 +1,10 @@
 //! Puts the `pc` chipset together on the port bus: PCI configuration ports with the
-//! i440FX, PIIX3 and PIIX4 PM functions, the movable I/O space, fw_cfg and the RTC.
+//! i440FX, PIIX3 and PIIX4 PM functions (and the PIIX4's APM ports), the movable I/O
+//! space, fw_cfg, the RTC and port 0x92.
 
 use std::sync::Arc;
 
+use super::apm::{Apm, APM_IO_BASE, APM_IO_LEN};
 use super::fw_cfg::{FwCfg, FW_CFG_IO_BASE, FW_CFG_IO_LEN};
 use super::i440fx::I440fx;
 use super::pam::{ShadowControl, PAM_REGISTER_COUNT};
@@ -10,10 +12,11 @@ use super::piix3::Piix3;
 use super::piix4_pm::Piix4Pm;
 use super::port92::{Port92, PORT92};
 use super::rtc::{Rtc, RTC_IO_BASE, RTC_IO_LEN};
-use crate::hw::bus::{PioBus, PioDevice, PortConflict};
+use crate::hw::bus::{PioBus, PortConflict};
 use crate::hw::pci::{
     devfn, IoSpace, PciBus, PciConfigPorts, PCI_CONFIG_ADDRESS, PCI_CONFIG_PORT_COUNT,
 };
+use crate::hw::pm::PowerManagement;
 
 /// What the chipset is built from.
 pub struct ChipsetParts {
@@ -22,7 +25,7 @@ pub struct ChipsetParts {
     pub initial_pam: [u8; PAM_REGISTER_COUNT],
     pub shadow: Arc<dyn ShadowControl>,
     /// The ACPI PM register block and where it starts enabled, if anywhere.
-    pub pm_block: Arc<dyn PioDevice>,
+    pub pm_block: Arc<PowerManagement>,
     pub pm_preset_base: Option<u16>,
     /// Called when the guest resets through port 0xCF9.
     pub on_reset: Box<dyn Fn() + Send + Sync>,
@@ -58,7 +61,7 @@ impl Chipset {
             devfn(1, 3),
             Arc::new(Piix4Pm::new(
                 io_space.clone(),
-                parts.pm_block,
+                parts.pm_block.clone(),
                 parts.pm_preset_base,
             )),
         );
@@ -71,6 +74,7 @@ impl Chipset {
         )?;
         pio.register(FW_CFG_IO_BASE, FW_CFG_IO_LEN, Arc::new(parts.fw_cfg))?;
         pio.register(RTC_IO_BASE, RTC_IO_LEN, parts.rtc)?;
+        pio.register(APM_IO_BASE, APM_IO_LEN, Arc::new(Apm::new(parts.pm_block)))?;
         let port92 = Arc::new(Port92::new(parts.on_fast_reset));
         pio.register(PORT92, 1, port92.clone())?;
         Ok(Chipset {

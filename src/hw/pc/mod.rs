@@ -2,6 +2,7 @@
 //! function) and the platform devices firmware talks to: fw_cfg, the CMOS RTC, system
 //! control port A (0x92), the debug console port.
 
+pub mod apm;
 pub mod chipset;
 pub mod debugcon;
 pub mod fw_cfg;
