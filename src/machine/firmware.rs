@@ -60,7 +60,7 @@ pub enum FirmwareError {
     },
     #[error("could not load PC BIOS '{path}': its size ({size} bytes) is not a non-zero multiple of 64 KiB up to 16 MiB")]
     BadSize { path: PathBuf, size: usize },
-    #[error("booting from firmware needs at least 1 MiB of RAM")]
+    #[error("the pc machine needs at least 1 MiB of RAM")]
     TooLittleRam,
     #[error("cannot set up the BIOS ROM: {0}")]
     Memory(String),
@@ -168,7 +168,8 @@ impl ShadowSlots {
         let ram_host = memory
             .get_host_address(GuestAddress(0))
             .map_err(|e| FirmwareError::Memory(e.to_string()))? as u64;
-        if memory.last_addr().0 < HIGH_MEMORY_START {
+        // The PAM segments alias low RAM up to 1 MiB: it must be there.
+        if memory.last_addr().0 < HIGH_MEMORY_START - 1 {
             return Err(FirmwareError::TooLittleRam);
         }
         Ok(ShadowSlots {
