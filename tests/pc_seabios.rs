@@ -224,6 +224,17 @@ fn normalize_debug_log(log: &str) -> Normalized {
         }
     }
     boot_attempts.sort();
+    // Application processors start in any order: their lines are compared sorted.
+    if let Some(first) = ordered.iter().position(|l| l.starts_with("handle_smp:")) {
+        let mut aps: Vec<String> = ordered
+            .iter()
+            .filter(|l| l.starts_with("handle_smp:"))
+            .cloned()
+            .collect();
+        aps.sort();
+        ordered.retain(|l| !l.starts_with("handle_smp:"));
+        ordered.splice(first..first, aps);
+    }
     Normalized {
         ordered,
         boot_attempts,
@@ -306,6 +317,12 @@ fn seabios_reaches_no_bootable_device_like_qemu() {
 #[test]
 fn seabios_sees_ram_above_4g_and_two_cpus_like_qemu() {
     compare_with_qemu("seabios_4g_smp2", &["-m", "4G", "-smp", "2"]);
+}
+
+#[test]
+fn seabios_counts_cpus_of_a_topology_with_apic_id_holes_like_qemu() {
+    // APIC ids 0-2 and 4-6: QEMU reports 7 as the maximum.
+    compare_with_qemu("seabios_smp6_topology", &["-smp", "6,sockets=2,cores=3"]);
 }
 
 /// How often SeaBIOS's banner appears in a debug log.

@@ -312,7 +312,8 @@ pub struct FwCfgFacts<'a> {
     /// The memory map's RAM entries and reservations QEMU puts in `etc/e820`.
     pub e820: Vec<E820Entry>,
     pub cpus: u16,
-    pub max_cpus: u16,
+    /// One past the highest possible APIC id (QEMU's `apic_id_limit`), as `FW_CFG_MAX_CPUS`.
+    pub apic_id_limit: u16,
     pub nographic: bool,
     /// `-boot reboot-timeout` in milliseconds, -1 for never.
     pub reboot_timeout: i32,
@@ -326,12 +327,12 @@ pub fn fw_cfg_items(facts: &FwCfgFacts) -> FwCfgBuilder {
         .add_u64(fw_cfg::FW_CFG_RAM_SIZE, facts.split.total())
         .add_u16(fw_cfg::FW_CFG_NOGRAPHIC, u16::from(facts.nographic))
         .add_u16(fw_cfg::FW_CFG_NB_CPUS, facts.cpus)
-        .add_u16(fw_cfg::FW_CFG_MAX_CPUS, facts.max_cpus)
+        .add_u16(fw_cfg::FW_CFG_MAX_CPUS, facts.apic_id_limit)
         .add_u16(fw_cfg::FW_CFG_BOOT_MENU, 0)
         // No NUMA nodes: the node count, then one zero per possible APIC id.
         .add_bytes(
             fw_cfg::FW_CFG_NUMA,
-            vec![0; 8 * (1 + usize::from(facts.max_cpus))],
+            vec![0; 8 * (1 + usize::from(facts.apic_id_limit))],
         )
         .add_u16(fw_cfg::FW_CFG_ACPI_TABLES, 0)
         .add_u16(fw_cfg::FW_CFG_SMBIOS_ENTRIES, 0)

@@ -263,6 +263,13 @@ impl Machine {
             pio.register(debugcon.iobase, 1, Arc::new(DebugCon::new(output)))?;
         }
 
+        let topology = CpuTopology::new(&config.smp);
+        // One past the highest APIC id any possible vCPU can have (ids have holes when a
+        // topology level is not a power of two): what QEMU reports as the CPU maximum.
+        let apic_id_limit = (0..config.smp.max_cpus)
+            .map(|i| topology.apic_id(i))
+            .max()
+            .map_or(1, |id| id + 1);
         let firmware_boot = bios.is_some();
         if let Some(rom) = &bios {
             rom.register(&vm)?;
@@ -272,7 +279,7 @@ impl Machine {
             split: &split,
             e820: firmware::qemu_e820(&split, &e820),
             cpus: config.smp.cpus as u16,
-            max_cpus: config.smp.max_cpus as u16,
+            apic_id_limit: apic_id_limit as u16,
             nographic: config.nographic,
             reboot_timeout: config.boot.reboot_timeout,
         })
@@ -324,7 +331,6 @@ impl Machine {
             remap_events.send(MachineEvent::InternalError { vcpu: 0, detail })
         }));
 
-        let topology = CpuTopology::new(&config.smp);
         let apic_ids: Vec<u32> = (0..config.smp.cpus).map(|i| topology.apic_id(i)).collect();
         // Firmware builds its own tables (SeaBIOS's, from fw_cfg).
         let rsdp_addr = if firmware_boot {
