@@ -12,6 +12,8 @@ use vmscope::hw::pc::chipset::{Chipset, ChipsetParts};
 use vmscope::hw::pc::fw_cfg::{FwCfgBuilder, FW_CFG_NB_CPUS};
 use vmscope::hw::pc::pam::{PamAccess, ShadowControl, SEGMENT_COUNT};
 use vmscope::hw::pc::rtc::{CmosFacts, Rtc};
+use vmscope::hw::pci::config::{ConfigSpace, Identity};
+use vmscope::hw::pci::{devfn, PciFunction};
 use vmscope::hw::pm::PowerManagement;
 
 #[derive(Default)]
@@ -32,6 +34,12 @@ struct Pc {
 }
 
 fn pc() -> Pc {
+    pc_with(Vec::new()).unwrap()
+}
+
+fn pc_with(
+    extra_functions: Vec<(u8, Arc<dyn PciFunction>)>,
+) -> Result<Pc, vmscope::hw::pc::chipset::ChipsetError> {
     let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
     let mut fw_cfg = FwCfgBuilder::new();
     fw_cfg.add_u16(FW_CFG_NB_CPUS, 2);
@@ -66,16 +74,51 @@ fn pc() -> Pc {
                 },
                 Box::new(|| {}),
             )),
+            extra_functions,
         },
-    )
-    .unwrap();
-    Pc {
+    )?;
+    Ok(Pc {
         bus,
         chipset,
         shadow,
         resets,
         poweroffs,
+    })
+}
+
+/// A function with a fixed identity, standing in for a device model.
+struct Plain(Mutex<ConfigSpace>);
+
+impl PciFunction for Plain {
+    fn config_read(&self, offset: u8) -> u32 {
+        self.0.lock().unwrap().read_dword(offset)
     }
+    fn config_write(&self, offset: u8, value: u32, mask: u32) {
+        self.0.lock().unwrap().write_dword(offset, value, mask);
+    }
+}
+
+fn plain(device: u16) -> Arc<dyn PciFunction> {
+    Arc::new(Plain(Mutex::new(ConfigSpace::new(Identity {
+        vendor: 0x1af4,
+        device,
+        revision: 0,
+        class: 0x01_00_00,
+        subsystem_vendor: 0x1af4,
+        subsystem: 0x0002,
+        header_type: 0,
+    }))))
+}
+
+#[test]
+fn device_models_join_the_bus_in_free_slots_only() {
+    let pc = pc_with(vec![(devfn(3, 0), plain(0x1001))]).unwrap();
+    assert_eq!(pc.config_read(3, 0, 0), 0x1001_1af4);
+    let taken = pc_with(vec![(devfn(1, 0), plain(0x1001))]).err().unwrap();
+    assert_eq!(taken.to_string(), "PCI slot 01.0 is taken");
+    // Its INTA# goes where firmware routes PIRQD (slot 3, pin 1).
+    pc.config_write(1, 0, 0x60, 0x0b0b_0a0a);
+    assert_eq!(pc.chipset.piix3.intx_irq(3, 1), Some(11));
 }
 
 impl Pc {

@@ -126,6 +126,8 @@ pub enum MachineError {
     EventFd(#[source] std::io::Error),
     #[error("{0}")]
     Firmware(#[from] FirmwareError),
+    #[error("{0}")]
+    Chipset(#[from] crate::hw::pc::chipset::ChipsetError),
     #[error("{count} isa-debugcon port(s) configured but {given} output(s) given")]
     DebugconOutputs { count: usize, given: usize },
     #[error("{0}")]
@@ -321,6 +323,7 @@ impl Machine {
                 on_fast_reset: Box::new(move || port92_events.send(MachineEvent::Reset)),
                 fw_cfg,
                 rtc,
+                extra_functions: Vec::new(),
             },
         )?;
         if let Some(error) = shadow.take_error() {

@@ -14,7 +14,7 @@ use super::port92::{Port92, PORT92};
 use super::rtc::{Rtc, RTC_IO_BASE, RTC_IO_LEN};
 use crate::hw::bus::{PioBus, PortConflict};
 use crate::hw::pci::{
-    devfn, IoSpace, PciBus, PciConfigPorts, PCI_CONFIG_ADDRESS, PCI_CONFIG_PORT_COUNT,
+    devfn, IoSpace, PciBus, PciConfigPorts, PciFunction, PCI_CONFIG_ADDRESS, PCI_CONFIG_PORT_COUNT,
 };
 use crate::hw::pm::PowerManagement;
 
@@ -33,6 +33,9 @@ pub struct ChipsetParts {
     pub on_fast_reset: Box<dyn Fn() + Send + Sync>,
     pub fw_cfg: FwCfg,
     pub rtc: Arc<Rtc>,
+    /// More PCI functions on bus 0 (IDE, virtio, ...), by devfn; 00:00.0, 00:01.0 and
+    /// 00:01.3 are the chipset's own.
+    pub extra_functions: Vec<(u8, Arc<dyn PciFunction>)>,
 }
 
 /// The installed chipset, kept for system reset.
@@ -41,10 +44,21 @@ pub struct Chipset {
     pub config_ports: Arc<PciConfigPorts>,
     pub io_space: Arc<IoSpace>,
     pub port92: Arc<Port92>,
+    /// For routing PCI INTx to ISA IRQs ([`Piix3::intx_irq`]).
+    pub piix3: Arc<Piix3>,
+}
+
+/// The chipset could not be put together.
+#[derive(Debug, thiserror::Error)]
+pub enum ChipsetError {
+    #[error("{0}")]
+    Ports(#[from] PortConflict),
+    #[error("PCI slot {:02x}.{} is taken", .0 >> 3, .0 & 7)]
+    SlotTaken(u8),
 }
 
 impl Chipset {
-    pub fn install(pio: &mut PioBus, parts: ChipsetParts) -> Result<Chipset, PortConflict> {
+    pub fn install(pio: &mut PioBus, parts: ChipsetParts) -> Result<Chipset, ChipsetError> {
         let io_space = Arc::new(IoSpace::new());
         pio.set_fallback(io_space.clone());
         let mut pci = PciBus::new();
@@ -56,7 +70,8 @@ impl Chipset {
                 parts.shadow,
             )),
         );
-        pci.add(devfn(1, 0), Arc::new(Piix3::new()));
+        let piix3 = Arc::new(Piix3::new());
+        pci.add(devfn(1, 0), piix3.clone());
         pci.add(
             devfn(1, 3),
             Arc::new(Piix4Pm::new(
@@ -65,6 +80,11 @@ impl Chipset {
                 parts.pm_preset_base,
             )),
         );
+        for (slot, function) in parts.extra_functions {
+            if !pci.add(slot, function) {
+                return Err(ChipsetError::SlotTaken(slot));
+            }
+        }
         let pci = Arc::new(pci);
         let config_ports = Arc::new(PciConfigPorts::new(pci.clone(), parts.on_reset));
         pio.register(
@@ -82,6 +102,7 @@ impl Chipset {
             config_ports,
             io_space,
             port92,
+            piix3,
         })
     }
 

@@ -33,8 +33,13 @@ impl PciBus {
         PciBus::default()
     }
 
-    pub fn add(&mut self, devfn: u8, function: Arc<dyn PciFunction>) {
+    /// Puts `function` at `devfn`; `false` (and nothing changes) if the slot is taken.
+    pub fn add(&mut self, devfn: u8, function: Arc<dyn PciFunction>) -> bool {
+        if self.functions.contains_key(&devfn) {
+            return false;
+        }
         self.functions.insert(devfn, function);
+        true
     }
 
     /// The dword at `offset` of function `devfn` on bus 0; all ones where nothing answers.
