@@ -230,4 +230,34 @@ mod tests {
         assert_eq!(gate.pass(&mut applied), GateDecision::ResetThenRun);
         assert_eq!(gate.pass(&mut applied), GateDecision::Run);
     }
+
+    #[test]
+    fn a_vcpu_asking_for_a_stop_waits_until_the_loop_acted() {
+        let gate = Arc::new(VcpuGate::new(1));
+        gate.open();
+        // Already reset meanwhile (the generation moved): no wait.
+        gate.request_reset();
+        gate.wait_for_stop(0);
+        // Open and current: waits until the main loop closes the gate.
+        let waiter = {
+            let gate = gate.clone();
+            std::thread::spawn(move || gate.wait_for_stop(1))
+        };
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(
+            !waiter.is_finished(),
+            "still running guest code would be wrong"
+        );
+        gate.state.lock().unwrap().open = false;
+        gate.changed.notify_all();
+        waiter.join().unwrap();
+        // Termination releases it too.
+        gate.open();
+        let waiter = {
+            let gate = gate.clone();
+            std::thread::spawn(move || gate.wait_for_stop(1))
+        };
+        gate.terminate();
+        waiter.join().unwrap();
+    }
 }

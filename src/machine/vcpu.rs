@@ -62,12 +62,7 @@ pub fn run(mut vcpu: Vcpu, shared: Arc<Shared>) {
         let exit = vcpu.fd.run();
         match exit {
             Ok(VcpuExit::IoIn(port, data)) => shared.pio.read(port, data),
-            Ok(VcpuExit::IoOut(port, data)) => {
-                shared.pio.write(port, data);
-                if super::take_stop_request() {
-                    shared.gate.wait_for_stop(applied_reset);
-                }
-            }
+            Ok(VcpuExit::IoOut(port, data)) => shared.pio.write(port, data),
             // Nothing is mapped outside RAM and the in-kernel APICs yet: reads see zeroes and
             // writes are dropped, as for unassigned memory on QEMU.
             Ok(VcpuExit::MmioRead(_, data)) => data.fill(0),
@@ -96,6 +91,11 @@ pub fn run(mut vcpu: Vcpu, shared: Arc<Shared>) {
                 vcpu.fd.set_kvm_immediate_exit(0);
             }
             Err(e) => report_failure(&shared, vcpu.index, format!("KVM_RUN failed: {e}")),
+        }
+        // A reset or poweroff this vCPU asked for (a port write, a triple fault) stops it
+        // before it runs further guest code, as a CPU stops on QEMU.
+        if super::take_stop_request() {
+            shared.gate.wait_for_stop(applied_reset);
         }
     }
 }
