@@ -417,6 +417,30 @@ fn a_missing_bios_file_is_a_clear_error() {
 }
 
 #[test]
+fn bios_with_kernel_is_checked_and_said_to_be_unused() {
+    let run = |bios: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_vmscope"))
+            .args(["-display", "none", "-nodefaults", "-S"])
+            .args(["-kernel", "/nonexistent/kernel", "-bios", bios])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let missing = run("/nonexistent/bios.bin");
+    assert!(
+        missing.contains("could not load PC BIOS '/nonexistent/bios.bin'"),
+        "{missing}"
+    );
+    let present = run("bios-256k.bin");
+    assert!(
+        present
+            .contains("warning: -bios bios-256k.bin is not run: vmscope enters -kernel directly"),
+        "{present}"
+    );
+}
+
+#[test]
 fn l_directories_are_searched_before_the_system_ones() {
     let dir = TempDir::new("data-dir");
     let bogus = dir.0.join("bios-256k.bin");

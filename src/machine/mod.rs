@@ -196,7 +196,19 @@ impl Machine {
         }
         // Without -kernel the machine runs firmware; read it before creating anything.
         let bios = match &config.kernel_boot {
-            Some(_) => None,
+            Some(_) => {
+                if let Some(name) = &config.firmware {
+                    // QEMU runs this firmware before the kernel; vmscope enters the kernel
+                    // directly. The file must still be loadable, as on QEMU.
+                    BiosRom::load(&firmware::find_bios(name, &config.data_dirs))?;
+                    eprintln!(
+                        "{}: warning: -bios {} is not run: vmscope enters -kernel directly",
+                        crate::program_name(),
+                        name.display()
+                    );
+                }
+                None
+            }
             None => {
                 let name = config
                     .firmware
