@@ -46,6 +46,43 @@ pub struct Config {
     /// Display options given (`-vga`, `-vnc`, `-display`, `-nographic`); vmscope emulates no
     /// display and warns once when any non-`none` display was asked for.
     pub display_requested: bool,
+    /// `-bios FILE` / `-machine firmware=FILE`: the firmware run when there is no `-kernel`
+    /// (default: SeaBIOS's `bios-256k.bin`).
+    pub firmware: Option<PathBuf>,
+    /// `-nographic` / `-machine graphics=off`: QEMU then tells SeaBIOS to use COM1 as its
+    /// console (fw_cfg `etc/sercon-port`).
+    pub nographic: bool,
+    /// `isa-debugcon` ports (`-debugcon`, `-device isa-debugcon`).
+    pub debugcons: Vec<DebugconConfig>,
+    /// `-boot` / `-machine boot.*=`.
+    pub boot: BootConfig,
+    /// `-L DIR`: where firmware files are looked for first.
+    pub data_dirs: Vec<PathBuf>,
+}
+
+/// What the firmware is told about booting (`-boot order=,reboot-timeout=`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootConfig {
+    /// Drive letters in priority order: `a`/`b` floppy, `c` disk, `d` CD-ROM, `n` network.
+    pub order: String,
+    /// Milliseconds SeaBIOS waits before rebooting when nothing boots; -1 never.
+    pub reboot_timeout: i32,
+}
+
+impl Default for BootConfig {
+    fn default() -> Self {
+        BootConfig {
+            order: "cad".into(),
+            reboot_timeout: -1,
+        }
+    }
+}
+
+/// One `isa-debugcon` port: bytes written to `iobase` go to the chardev.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DebugconConfig {
+    pub chardev: String,
+    pub iobase: u16,
 }
 
 /// Guest RAM.

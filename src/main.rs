@@ -27,6 +27,17 @@ impl ChardevFrontend for SerialFrontend {
     }
 }
 
+/// An output-only front end (isa-debugcon): input from the chardev is not taken.
+struct OutputOnlyFrontend;
+
+impl ChardevFrontend for OutputOnlyFrontend {
+    fn can_receive(&self) -> usize {
+        0
+    }
+
+    fn receive(&self, _data: &[u8]) {}
+}
+
 /// The monitors' view of the machine. Monitors are attached before the machine exists (the
 /// serial port must be attached last to get the mux focus, and it needs the machine), but
 /// they only run commands from the loop, once the machine is set.
@@ -179,7 +190,18 @@ fn run(config: Config) -> i32 {
             None => (Box::new(std::io::sink()), Box::new(|| {})),
         };
 
-    let mut machine = Machine::new(&config, serial_output, rx_space).unwrap_or_else(|e| fail(e));
+    let debugcon_outputs: Vec<Box<dyn std::io::Write + Send>> = config
+        .debugcons
+        .iter()
+        .map(|debugcon| {
+            let writer = chardevs
+                .attach(&debugcon.chardev, Arc::new(OutputOnlyFrontend))
+                .unwrap_or_else(|e| fail(e));
+            Box::new(writer) as Box<dyn std::io::Write + Send>
+        })
+        .collect();
+    let mut machine = Machine::with_debugcons(&config, serial_output, rx_space, debugcon_outputs)
+        .unwrap_or_else(|e| fail(e));
     let _ = serial_frontend.0.set(machine.serial());
     machine
         .start(config.start_paused)

@@ -232,7 +232,7 @@ fn unsupported() -> Vec<(Vec<&'static str>, &'static str)> {
         (vec!["-chardev", "pty,id=p"], "-chardev pty,id=p"),
         (vec!["-serial", "pty"], "-serial pty"),
         (vec!["-usb"], "-usb"),
-        (vec!["-boot", "c"], "-boot c"),
+        (vec!["-boot", "once=d"], "-boot once=d"),
         (
             vec!["-global", "virtio-blk-pci.scsi=off"],
             "-global virtio-blk-pci.scsi=off",

@@ -20,7 +20,7 @@ use super::drive::{self, DriveCheck, DriveOptions, DriveTable};
 use super::error::{CliError, ErrorKind, Location, Warning};
 use super::machine::{self, MachineChoice};
 use super::Console;
-use crate::config::{Config, KernelBoot, MonitorConfig, MonitorMode};
+use crate::config::{Config, DebugconConfig, KernelBoot, MonitorConfig, MonitorMode};
 
 /// What the command line describes, before vmscope's refusals are applied.
 #[derive(Debug)]
@@ -225,6 +225,39 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
             serial_ports.push(id);
         }
     }
+    // QEMU's debugcon_parse: the chardev is labelled "debugcon", the port is 0xE9.
+    let mut debugcons = Vec::new();
+    let debugcon_requests = std::mem::take(&mut cl.debugcons);
+    for request in &debugcon_requests {
+        if !debugcons.is_empty() {
+            // QEMU fails creating a second chardev labelled "debugcon".
+            return Err(CliError::at(
+                &request.location,
+                ErrorKind::message(
+                    "attempt to add duplicate property 'debugcon' to object (type 'container')",
+                ),
+            )
+            .then(ErrorKind::message(format!(
+                "invalid character backend '{}'",
+                request.text
+            ))));
+        }
+        let id = connect_port(
+            &mut cl,
+            &mut registry,
+            &mut monitors,
+            "debugcon",
+            request,
+            "debugcon",
+            console,
+        )?;
+        if let Some(chardev) = id {
+            debugcons.push(DebugconConfig {
+                chardev,
+                iobase: crate::hw::pc::debugcon::DEBUGCON_DEFAULT_IOBASE,
+            });
+        }
+    }
     for request in &cl.parallels.clone() {
         // vmscope's pc machine has no parallel port; "none" asks for exactly that.
         if request.text != "none" {
@@ -255,6 +288,23 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
 
     // qemu_create_cli_devices
     for opts in &cl.devices.entries {
+        if opts.get("driver") == Some("isa-debugcon") {
+            let debugcon = device::isa_debugcon(opts)?;
+            if registry.find(&debugcon.chardev).is_none() {
+                return Err(CliError::at(
+                    &opts.location,
+                    ErrorKind::message(format!(
+                        "Property 'isa-debugcon.chardev' can't find value '{}'",
+                        debugcon.chardev
+                    )),
+                ));
+            }
+            registry
+                .attach(&debugcon.chardev)
+                .map_err(|e| CliError::at(&opts.location, e))?;
+            debugcons.push(debugcon);
+            continue;
+        }
         let what = device::check_device(opts)?;
         let location = opts.location.clone();
         cl.unsupported
@@ -300,6 +350,11 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
         pidfile: cl.pidfile.map(PathBuf::from),
         no_defaults: !cl.has_defaults,
         display_requested: cl.display.requested.is_some(),
+        firmware: props.firmware.map(PathBuf::from),
+        nographic: props.nographic,
+        debugcons,
+        boot: props.boot,
+        data_dirs: cl.data_dirs.iter().map(PathBuf::from).collect(),
     };
     Ok(Built::Parsed(Box::new(Parsed {
         config,

@@ -110,6 +110,10 @@ pub struct CommandLine {
     pub cpu: Option<(String, Location)>,
     pub serials: Vec<PortRequest>,
     pub parallels: Vec<PortRequest>,
+    /// `-debugcon` requests.
+    pub debugcons: Vec<PortRequest>,
+    /// `-L DIR`, in order.
+    pub data_dirs: Vec<String>,
     pub has_defaults: bool,
     pub default_serial: bool,
     pub default_parallel: bool,
@@ -155,6 +159,8 @@ impl CommandLine {
             cpu: None,
             serials: Vec::new(),
             parallels: Vec::new(),
+            debugcons: Vec::new(),
+            data_dirs: Vec::new(),
             has_defaults: true,
             default_serial: true,
             default_parallel: true,
@@ -360,6 +366,12 @@ impl CommandLine {
                     self.default_monitor = false;
                 }
             }
+            "L" if arg == "help" => self.unsupported_at(location, "-L help"),
+            "L" => self.data_dirs.push(arg.to_string()),
+            "debugcon" => self.debugcons.push(PortRequest {
+                text: arg.to_string(),
+                location: location.clone(),
+            }),
             "parallel" => {
                 self.parallels.push(PortRequest {
                     text: arg.to_string(),
@@ -426,6 +438,11 @@ impl CommandLine {
             | "mtdblock" => {
                 drive::drive_add(&mut self.drives, spec.name, arg, location, console)?;
             }
+            "rtc" => match other_options::read_rtc(arg, location, console)? {
+                None => return Ok(Step::Exit(1)),
+                Some(Some(what)) => self.unsupported_at(location, &what),
+                Some(None) => {}
+            },
             "device" => {
                 if arg.starts_with('{') {
                     self.unsupported_at(location, "devices in JSON syntax");

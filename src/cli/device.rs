@@ -58,7 +58,55 @@ pub struct DeviceInfo {
 /// The devices vmscope lets a user add with `-device`. Empty until the device issues
 /// (virtio-blk, virtio-serial, ...) land: each adds its entry here and its handling in
 /// `cli/build.rs`.
-pub static VMSCOPE_DEVICES: &[DeviceInfo] = &[];
+pub static VMSCOPE_DEVICES: &[DeviceInfo] = &[DeviceInfo {
+    name: "isa-debugcon",
+    category: DeviceCategory::Misc,
+    bus: Some("ISA"),
+    alias: None,
+    desc: None,
+}];
+
+/// `-device isa-debugcon,chardev=ID[,iobase=N][,readback=0xe9][,id=..]`.
+pub fn isa_debugcon(opts: &Opts) -> Result<crate::config::DebugconConfig, CliError> {
+    let at = |kind| CliError::at(&opts.location, kind);
+    let mut iobase = crate::hw::pc::debugcon::DEBUGCON_DEFAULT_IOBASE;
+    let mut chardev = None;
+    for (key, value) in opts.items() {
+        match key {
+            "driver" | "id" => {}
+            "chardev" => chardev = Some(value.to_string()),
+            "iobase" => {
+                let number = super::numbers::strtou64(value, 0)
+                    .ok()
+                    .filter(|&n| n <= u64::from(u32::MAX))
+                    .ok_or_else(|| at(ErrorKind::invalid_value("iobase", "integer")))?;
+                iobase = u16::try_from(number).map_err(|_| {
+                    at(ErrorKind::message(format!(
+                        "isa-debugcon: I/O port {number:#x} is beyond 0xffff"
+                    )))
+                })?;
+            }
+            // The value reads return; vmscope implements QEMU's default only.
+            "readback" if super::numbers::strtou64(value, 0) == Ok(0xe9) => {}
+            "readback" => {
+                return Err(at(ErrorKind::Unsupported(
+                    "isa-debugcon readback other than 0xe9".into(),
+                )))
+            }
+            other => {
+                return Err(at(ErrorKind::message(format!(
+                    "Property 'isa-debugcon.{other}' not found"
+                ))))
+            }
+        }
+    }
+    let Some(chardev) = chardev else {
+        return Err(at(ErrorKind::message(
+            "Can't create debugcon device, empty char device",
+        )));
+    };
+    Ok(crate::config::DebugconConfig { chardev, iobase })
+}
 
 /// `-device help` output for `devices` (QEMU's `qdev_print_devinfos`).
 pub fn device_help(devices: &[DeviceInfo]) -> String {
@@ -155,6 +203,9 @@ mod tests {
              Network devices:\nname \"virtio-net-pci\", bus PCI, alias \"virtio-net\"\n\n\
              Input devices:\nname \"virtio-keyboard-pci\", bus PCI, alias \"virtio-keyboard\"\n"
         );
-        assert_eq!(device_help(VMSCOPE_DEVICES), "");
+        assert_eq!(
+            device_help(VMSCOPE_DEVICES),
+            "Misc devices:\nname \"isa-debugcon\", bus ISA\n"
+        );
     }
 }

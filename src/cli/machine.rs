@@ -152,6 +152,12 @@ pub struct MachineProperties {
     pub kernel: Option<String>,
     pub initrd: Option<String>,
     pub append: Option<String>,
+    /// `firmware=` (`-bios`).
+    pub firmware: Option<String>,
+    /// `graphics=off` (`-nographic`).
+    pub nographic: bool,
+    /// `boot.order`, `boot.reboot-timeout`.
+    pub boot: crate::config::BootConfig,
     /// Valid properties vmscope does not implement: (property, what).
     pub unsupported: Vec<(String, String)>,
 }
@@ -298,8 +304,8 @@ pub fn apply_machine_options(
             ("boot", _) => {
                 if let Some(Node::Dict(d)) = machine.get("boot") {
                     check_boot(d)?;
+                    props.boot = boot_config(d, &mut props.unsupported)?;
                 }
-                props.unsupported.push(("boot".into(), "boot order".into()));
             }
             ("memory", _) => {
                 if let Some(Node::Dict(d)) = machine.get("memory") {
@@ -318,8 +324,11 @@ pub fn apply_machine_options(
             ("kernel", Some(v)) => props.kernel = Some(v.to_string()),
             ("initrd", Some(v)) => props.initrd = Some(v.to_string()),
             ("append", Some(v)) => props.append = Some(v.to_string()),
-            // vmscope draws nothing whichever way this is set.
-            ("graphics", _) => {}
+            // vmscope draws nothing either way; off tells the firmware to use the serial
+            // console, as QEMU does.
+            ("graphics", Some(v)) => props.nographic = parse_bool(v) == Ok(false),
+            ("graphics", None) => {}
+            ("firmware", Some(v)) => props.firmware = Some(v.to_string()),
             // vmscope's pc machine has no HPET and no USB controller.
             ("hpet", Some(v)) | ("usb", Some(v)) if parse_bool(v) == Ok(false) => {}
             ("hpet", _) => props.unsupported.push(("hpet".into(), "HPET".into())),
@@ -410,6 +419,60 @@ fn check_boot(dict: &Dict) -> Result<(), CliError> {
     }
     let names: Vec<&str> = MEMBERS.iter().map(|(n, _)| *n).collect();
     check_members(dict, "boot", &names)
+}
+
+/// The `-boot` members vmscope implements, checked as QEMU 7.2 checks them (for the `pc`
+/// machine); the others are recorded as unsupported unless set to their default.
+fn boot_config(
+    dict: &Dict,
+    unsupported: &mut Vec<(String, String)>,
+) -> Result<crate::config::BootConfig, CliError> {
+    let mut boot = crate::config::BootConfig::default();
+    let text = |name: &str| match dict.get(name) {
+        Some(Node::Str(value)) => Some(value.as_str()),
+        _ => None,
+    };
+    let message = |text: String| CliError::new(ErrorKind::message(text));
+    if let Some(order) = text("order") {
+        for (i, device) in order.char_indices() {
+            if !('a'..='p').contains(&device) {
+                return Err(message(format!("Invalid boot device '{device}'")));
+            }
+            if order[..i].contains(device) {
+                return Err(message(format!("Boot device '{device}' was given twice")));
+            }
+        }
+        if order.len() > 3 {
+            return Err(message("Too many boot devices for PC".into()));
+        }
+        if let Some(device) = order.chars().find(|c| !"abcdn".contains(*c)) {
+            return Err(message(format!("Invalid boot device for PC: '{device}'")));
+        }
+        boot.order = order.to_string();
+    }
+    if let Some(value) = text("reboot-timeout") {
+        let timeout = strtoi64(value, 0).unwrap_or(i64::MIN);
+        if !(-1..=0xffff).contains(&timeout) {
+            return Err(message(
+                "reboot timeout is invalid,it should be a value between -1 and 65535".into(),
+            ));
+        }
+        boot.reboot_timeout = timeout as i32;
+    }
+    if text("menu").is_some_and(|v| parse_bool(v) == Ok(true)) {
+        unsupported.push(("boot".into(), "the boot menu (-boot menu=on)".into()));
+    }
+    for (name, what) in [
+        ("once", "-boot once"),
+        ("splash", "a boot splash picture"),
+        ("splash-time", "a boot splash picture"),
+        ("strict", "-boot strict"),
+    ] {
+        if text(name).is_some() {
+            unsupported.push(("boot".into(), what.into()));
+        }
+    }
+    Ok(boot)
 }
 
 /// Rejects members a QAPI struct does not have (`Parameter 'smp.foo' is unexpected`).

@@ -53,7 +53,6 @@ const NET: &str = "networking";
 const AUDIO: &str = "audio";
 const MIGRATION: &str = "migration";
 const TCG: &str = "TCG; vmscope runs on KVM";
-const FIRMWARE: &str = "firmware selection";
 
 /// The table, in QEMU's `-help` order.
 pub static OPTIONS: &[OptionSpec] = &[
@@ -69,7 +68,7 @@ pub static OPTIONS: &[OptionSpec] = &[
     not_yet("add-fd", true, "file descriptor passing"),
     not_yet("set", true, "-set"),
     not_yet("global", true, "global device properties"),
-    not_yet("boot", true, "boot order"),
+    imp("boot", true),
     imp("m", true),
     not_yet("mem-path", true, "memory backends"),
     not_yet("mem-prealloc", false, "memory backends"),
@@ -118,8 +117,8 @@ pub static OPTIONS: &[OptionSpec] = &[
     not_yet("net", true, NET),
     imp("chardev", true),
     not_yet("tpmdev", true, "TPM"),
-    not_yet("bios", true, FIRMWARE),
-    not_yet("L", true, FIRMWARE),
+    imp("bios", true),
+    imp("L", true),
     not_yet("fw_cfg", true, "fw_cfg files"),
     imp("kernel", true),
     imp("append", true),
@@ -132,7 +131,7 @@ pub static OPTIONS: &[OptionSpec] = &[
     imp("qmp", true),
     imp("qmp-pretty", true),
     imp("mon", true),
-    not_yet("debugcon", true, "debug console"),
+    imp("debugcon", true),
     imp("pidfile", true),
     not_yet("singlestep", false, TCG),
     not_yet("preconfig", false, "-preconfig"),
@@ -154,7 +153,7 @@ pub static OPTIONS: &[OptionSpec] = &[
     not_yet("loadvm", true, "snapshots"),
     imp("daemonize", false),
     not_yet("option-rom", true, "option ROMs"),
-    not_yet("rtc", true, "RTC options"),
+    imp("rtc", true),
     not_yet("icount", true, TCG),
     not_yet("watchdog-action", true, "watchdogs"),
     not_yet("echr", true, "mux escape character"),

@@ -17,6 +17,9 @@ pub trait PioDevice: Send + Sync {
 pub struct PioBus {
     /// Keyed by first port; the value holds the range length.
     ranges: BTreeMap<u16, (u16, Arc<dyn PioDevice>)>,
+    /// Where ports no fixed device claims go (the PCI I/O space, whose windows firmware
+    /// moves at run time), called with the port itself as offset.
+    fallback: Option<Arc<dyn PioDevice>>,
 }
 
 /// A registration overlapped an existing one.
@@ -57,6 +60,11 @@ impl PioBus {
         Ok(())
     }
 
+    /// Sends every port no registered device claims to `device`, with the port as offset.
+    pub fn set_fallback(&mut self, device: Arc<dyn PioDevice>) {
+        self.fallback = Some(device);
+    }
+
     fn find(&self, port: u16) -> Option<(u16, &Arc<dyn PioDevice>)> {
         let (&base, (len, device)) = self.ranges.range(..=port).next_back()?;
         (u32::from(port) < u32::from(base) + u32::from(*len)).then_some((port - base, device))
@@ -66,14 +74,22 @@ impl PioBus {
     pub fn read(&self, port: u16, data: &mut [u8]) {
         match self.find(port) {
             Some((offset, device)) => device.read(offset, data),
-            None => data.fill(0xff),
+            None => match &self.fallback {
+                Some(fallback) => fallback.read(port, data),
+                None => data.fill(0xff),
+            },
         }
     }
 
     /// An `out`: writes to unassigned ports are dropped, as on a PC.
     pub fn write(&self, port: u16, data: &[u8]) {
-        if let Some((offset, device)) = self.find(port) {
-            device.write(offset, data);
+        match self.find(port) {
+            Some((offset, device)) => device.write(offset, data),
+            None => {
+                if let Some(fallback) = &self.fallback {
+                    fallback.write(port, data);
+                }
+            }
         }
     }
 }

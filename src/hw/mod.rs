@@ -2,5 +2,7 @@
 
 pub mod bus;
 pub mod i8042;
+pub mod pc;
+pub mod pci;
 pub mod pm;
 pub mod serial;

@@ -50,6 +50,17 @@ impl PowerManagement {
         }
     }
 
+    /// Sets or clears SCI_EN in PM1 control, as the chipset does when an OS writes ACPI
+    /// enable/disable to the APM control port (the FADT's SMI_CMD).
+    pub fn set_sci_enabled(&self, enabled: bool) {
+        let mut regs = self.registers.lock().unwrap();
+        if enabled {
+            regs.control |= PM1_CNT_SCI_EN;
+        } else {
+            regs.control &= !PM1_CNT_SCI_EN;
+        }
+    }
+
     fn timer(&self) -> u32 {
         let ticks = self.started.elapsed().as_nanos() * PM_TIMER_HZ / 1_000_000_000;
         (ticks as u32) & PM_TIMER_MASK

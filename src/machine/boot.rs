@@ -52,6 +52,8 @@ pub enum BootEntry {
     Pvh { entry: u64, start_info: u64 },
     /// Linux 64-bit boot protocol: long mode on identity-mapped page tables, RSI = zero page.
     Linux64 { entry: u64, zero_page: u64 },
+    /// Firmware: the x86 reset state, real mode at F000:FFF0 with CS base 0xFFFF0000.
+    ResetVector,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -116,6 +116,15 @@ impl VcpuGate {
         }
     }
 
+    /// Blocks a vCPU that asked for a reset or poweroff until the main loop has stopped the
+    /// VM for it (gate closed) or already reset it (`applied_reset` is behind).
+    pub fn wait_for_stop(&self, applied_reset: u64) {
+        let mut state = self.state.lock().unwrap();
+        while state.open && !state.terminating && state.reset_generation == applied_reset {
+            state = self.changed.wait(state).unwrap();
+        }
+    }
+
     /// Closes the gate and returns once every vCPU is parked outside the guest.
     pub fn close(&self) {
         let mut state = self.state.lock().unwrap();
@@ -220,5 +229,35 @@ mod tests {
         gate.request_reset();
         assert_eq!(gate.pass(&mut applied), GateDecision::ResetThenRun);
         assert_eq!(gate.pass(&mut applied), GateDecision::Run);
+    }
+
+    #[test]
+    fn a_vcpu_asking_for_a_stop_waits_until_the_loop_acted() {
+        let gate = Arc::new(VcpuGate::new(1));
+        gate.open();
+        // Already reset meanwhile (the generation moved): no wait.
+        gate.request_reset();
+        gate.wait_for_stop(0);
+        // Open and current: waits until the main loop closes the gate.
+        let waiter = {
+            let gate = gate.clone();
+            std::thread::spawn(move || gate.wait_for_stop(1))
+        };
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(
+            !waiter.is_finished(),
+            "still running guest code would be wrong"
+        );
+        gate.state.lock().unwrap().open = false;
+        gate.changed.notify_all();
+        waiter.join().unwrap();
+        // Termination releases it too.
+        gate.open();
+        let waiter = {
+            let gate = gate.clone();
+            std::thread::spawn(move || gate.wait_for_stop(1))
+        };
+        gate.terminate();
+        waiter.join().unwrap();
     }
 }

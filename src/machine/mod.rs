@@ -9,6 +9,7 @@ pub mod boot;
 pub mod cpu_features;
 pub mod cpuid;
 pub mod e820;
+pub mod firmware;
 pub mod gate;
 pub mod layout;
 pub mod regs;
@@ -26,18 +27,23 @@ use kvm_bindings::{
     KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Kvm, VmFd};
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::config::{Config, KernelBoot};
 use crate::hw::bus::PioBus;
 use crate::hw::i8042::{ResetTrigger, I8042, I8042_BASE, I8042_PORT_COUNT};
-use crate::hw::pm::{PowerManagement, PM_IO_BASE, PM_IO_LEN};
+use crate::hw::pc::chipset::{Chipset, ChipsetParts};
+use crate::hw::pc::debugcon::DebugCon;
+use crate::hw::pc::piix4_pm::DIRECT_BOOT_PM_BASE;
+use crate::hw::pc::rtc::{CmosFacts, Rtc, RTC_IRQ};
+use crate::hw::pm::PowerManagement;
 use crate::hw::serial::{IrqLine, RxSpace, SerialPort, COM1_BASE, COM1_IRQ, UART_PORT_COUNT};
 use crate::monitor::RunState;
 use boot::BootEntry;
 use cpuid::CpuTopology;
 use e820::E820Entry;
+use firmware::{BiosRom, FirmwareError, ShadowSlots};
 use gate::VcpuGate;
 use layout::{RamSplit, KVM_IDENTITY_MAP_START, KVM_TSS_START};
 
@@ -58,8 +64,23 @@ pub struct EventSink {
     wake: EventFd,
 }
 
+thread_local! {
+    /// Set when this thread (a vCPU, inside a device handler) asked for a reset or poweroff:
+    /// the vCPU must not run further guest instructions until the main loop acted, as a CPU
+    /// stops on QEMU (SeaBIOS's reset code is followed by a deliberate triple fault).
+    static STOP_REQUESTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the current thread asked for a reset or poweroff since the last call.
+pub(crate) fn take_stop_request() -> bool {
+    STOP_REQUESTED.with(|flag| flag.replace(false))
+}
+
 impl EventSink {
     pub fn send(&self, event: MachineEvent) {
+        if matches!(event, MachineEvent::Reset | MachineEvent::PowerOff) {
+            STOP_REQUESTED.with(|flag| flag.set(true));
+        }
         // The receiver lives as long as the machine; after it is gone nobody listens anyway.
         let _ = self.sender.lock().unwrap().send(event);
         let _ = self.wake.write(1);
@@ -116,8 +137,12 @@ pub enum MachineError {
     Ports(#[from] crate::hw::bus::PortConflict),
     #[error("cannot create an eventfd: {0}")]
     EventFd(#[source] std::io::Error),
-    #[error("booting without -kernel needs firmware (SeaBIOS) and disks, which vmscope does not support yet; use -kernel")]
-    NoKernel,
+    #[error("{0}")]
+    Firmware(#[from] FirmwareError),
+    #[error("{0}")]
+    Chipset(#[from] crate::hw::pc::chipset::ChipsetError),
+    #[error("{count} isa-debugcon port(s) configured but {given} output(s) given")]
+    DebugconOutputs { count: usize, given: usize },
     #[error("{0}")]
     Start(String),
     #[error("{0}")]
@@ -145,6 +170,9 @@ pub struct Machine {
     events: Mutex<Receiver<MachineEvent>>,
     serial: Arc<SerialPort>,
     kernel_boot: Option<KernelBoot>,
+    /// The i440FX/PIIX chipset, reset with the machine. Its host bridge owns the PAM
+    /// shadowing (`firmware::ShadowSlots`) and through it the BIOS ROM mapping.
+    chipset: Chipset,
     split: RamSplit,
     e820: Vec<E820Entry>,
     rsdp_addr: u64,
@@ -165,6 +193,46 @@ impl Machine {
         serial_output: Box<dyn Write + Send>,
         serial_rx_space: Box<dyn Fn() + Send + Sync>,
     ) -> Result<Machine, MachineError> {
+        Machine::with_debugcons(config, serial_output, serial_rx_space, Vec::new())
+    }
+
+    /// [`Machine::new`] with one output per `config.debugcons` entry, in order.
+    pub fn with_debugcons(
+        config: &Config,
+        serial_output: Box<dyn Write + Send>,
+        serial_rx_space: Box<dyn Fn() + Send + Sync>,
+        debugcon_outputs: Vec<Box<dyn Write + Send>>,
+    ) -> Result<Machine, MachineError> {
+        if debugcon_outputs.len() != config.debugcons.len() {
+            return Err(MachineError::DebugconOutputs {
+                count: config.debugcons.len(),
+                given: debugcon_outputs.len(),
+            });
+        }
+        // Without -kernel the machine runs firmware; read it before creating anything.
+        let bios = match &config.kernel_boot {
+            Some(_) => {
+                if let Some(name) = &config.firmware {
+                    // QEMU runs this firmware before the kernel; vmscope enters the kernel
+                    // directly. The file must still be loadable, as on QEMU.
+                    BiosRom::load(&firmware::find_bios(name, &config.data_dirs))?;
+                    eprintln!(
+                        "{}: warning: -bios {} is not run: vmscope enters -kernel directly",
+                        crate::program_name(),
+                        name.display()
+                    );
+                }
+                None
+            }
+            None => {
+                let name = config
+                    .firmware
+                    .clone()
+                    .unwrap_or_else(|| firmware::DEFAULT_BIOS.into());
+                let path = firmware::find_bios(&name, &config.data_dirs);
+                Some(BiosRom::load(&path)?)
+            }
+        };
         let kvm = Kvm::new().map_err(MachineError::KvmOpen)?;
         let vm = Arc::new(kvm.create_vm().map_err(kvm_err("creating the VM"))?);
         vm.set_tss_address(KVM_TSS_START as usize)
@@ -217,26 +285,94 @@ impl Machine {
             })))),
         )?;
         let poweroff_events = event_sink.clone();
-        pio.register(
-            PM_IO_BASE,
-            PM_IO_LEN,
-            Arc::new(PowerManagement::new(Box::new(move || {
-                poweroff_events.send(MachineEvent::PowerOff)
-            }))),
-        )?;
+        let pm_block = Arc::new(PowerManagement::new(Box::new(move || {
+            poweroff_events.send(MachineEvent::PowerOff)
+        })));
+        for (debugcon, output) in config.debugcons.iter().zip(debugcon_outputs) {
+            pio.register(debugcon.iobase, 1, Arc::new(DebugCon::new(output)))?;
+        }
 
         let topology = CpuTopology::new(&config.smp);
+        // One past the highest APIC id any possible vCPU can have (ids have holes when a
+        // topology level is not a power of two): what QEMU reports as the CPU maximum.
+        let apic_id_limit = (0..config.smp.max_cpus)
+            .map(|i| topology.apic_id(i))
+            .max()
+            .map_or(1, |id| id + 1);
+        let firmware_boot = bios.is_some();
+        if let Some(rom) = &bios {
+            rom.register(&vm)?;
+        }
+        let shadow = Arc::new(ShadowSlots::new(vm.clone(), &memory, bios)?);
+        let fw_cfg = firmware::fw_cfg_items(&firmware::FwCfgFacts {
+            split: &split,
+            e820: firmware::qemu_e820(&split, &e820),
+            cpus: config.smp.cpus as u16,
+            apic_id_limit: apic_id_limit as u16,
+            nographic: config.nographic,
+            reboot_timeout: config.boot.reboot_timeout,
+        })
+        .build(memory.clone());
+        // The RTC's IRQ 8, an edge through an irqfd like COM1's.
+        let rtc_irq =
+            EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(MachineError::EventFd)?;
+        vm.register_irqfd(&rtc_irq, RTC_IRQ)
+            .map_err(kvm_err("wiring the RTC interrupt"))?;
+        let rtc = Arc::new(Rtc::new(
+            &CmosFacts {
+                ram_below_4g: split.below_4g,
+                ram_above_4g: split.above_4g,
+                cpus: config.smp.cpus,
+                boot_order: config.boot.order.clone(),
+            },
+            Box::new(move || {
+                let _ = rtc_irq.write(1);
+            }),
+        ));
+        rtc.start_ticker().map_err(MachineError::Thread)?;
+        let cf9_events = event_sink.clone();
+        let port92_events = event_sink.clone();
+        let chipset = Chipset::install(
+            &mut pio,
+            ChipsetParts {
+                ram_below_4g: split.below_4g,
+                // Direct kernel boot has no firmware to open the BIOS area: it starts as
+                // SeaBIOS would leave it for a kernel, all RAM, PM block at 0x600.
+                initial_pam: if firmware_boot {
+                    [0; 7]
+                } else {
+                    [0x30, 0x33, 0x33, 0x33, 0x33, 0x33, 0x33]
+                },
+                shadow: shadow.clone(),
+                pm_block,
+                pm_preset_base: (!firmware_boot).then_some(DIRECT_BOOT_PM_BASE),
+                on_reset: Box::new(move || cf9_events.send(MachineEvent::Reset)),
+                on_fast_reset: Box::new(move || port92_events.send(MachineEvent::Reset)),
+                fw_cfg,
+                rtc,
+                extra_functions: Vec::new(),
+            },
+        )?;
+        if let Some(error) = shadow.take_error() {
+            return Err(MachineError::Memory(error));
+        }
+        let remap_events = event_sink.clone();
+        shadow.report_errors_to(Box::new(move |detail| {
+            remap_events.send(MachineEvent::InternalError { vcpu: 0, detail })
+        }));
+
         let apic_ids: Vec<u32> = (0..config.smp.cpus).map(|i| topology.apic_id(i)).collect();
-        let rsdp_addr = acpi::write_tables(&memory, &apic_ids)
-            .map_err(|e| MachineError::Memory(format!("writing ACPI tables: {e}")))?;
+        // Firmware builds its own tables (SeaBIOS's, from fw_cfg).
+        let rsdp_addr = if firmware_boot {
+            0
+        } else {
+            acpi::write_tables(&memory, &apic_ids)
+                .map_err(|e| MachineError::Memory(format!("writing ACPI tables: {e}")))?
+        };
 
         let boot_entry = match &config.kernel_boot {
             Some(kernel_boot) => boot::load_kernel(&memory, kernel_boot, &split, &e820, rsdp_addr)?,
-            None if config.start_paused => BootEntry::Pvh {
-                entry: 0,
-                start_info: 0,
-            },
-            None => return Err(MachineError::NoKernel),
+            None => BootEntry::ResetVector,
         };
 
         let mut vcpus = Vec::new();
@@ -253,7 +389,7 @@ impl Machine {
             fd.set_cpuid2(&table).map_err(kvm_err("setting CPUID"))?;
             regs::wire_local_apic(&fd)?;
             let initial_lapic = fd.get_lapic().map_err(kvm_err("reading the local APIC"))?;
-            if index == 0 && config.kernel_boot.is_some() {
+            if index == 0 {
                 regs::set_boot_state(&fd, &memory, boot_entry)?;
             }
             vcpus.push(vcpu::Vcpu {
@@ -297,6 +433,7 @@ impl Machine {
             events: Mutex::new(events),
             serial,
             kernel_boot: config.kernel_boot.clone(),
+            chipset,
             split,
             e820,
             rsdp_addr,
@@ -386,9 +523,6 @@ impl Machine {
             }
             _ => {}
         }
-        if self.kernel_boot.is_none() {
-            return Err(MachineError::NoKernel.to_string());
-        }
         *state = RunState::Running;
         self.shared.gate.open();
         Ok(())
@@ -454,6 +588,8 @@ impl Machine {
         self.vm
             .set_pit2(&self.initial_pit)
             .map_err(kvm_err("resetting the PIT"))?;
+        // A remap KVM refuses is reported as an internal error (see `report_errors_to`).
+        self.chipset.reset();
         if let Some(kernel_boot) = &self.kernel_boot {
             let entry = boot::load_kernel(
                 &self.shared.memory,
@@ -505,16 +641,18 @@ fn create_memory(
         .collect();
     let memory =
         GuestMemoryMmap::from_ranges(&ranges).map_err(|e| MachineError::Memory(e.to_string()))?;
+    // The BIOS area 0xC0000-0xFFFFF is left out: its slots follow the i440FX PAM
+    // registers (see `firmware`).
     let mut descriptors = Vec::new();
-    for (slot, region) in memory.iter().enumerate() {
-        let host = region
-            .get_host_address(vm_memory::MemoryRegionAddress(0))
+    for (slot, start, len) in firmware::ram_slots(split) {
+        let host = memory
+            .get_host_address(GuestAddress(start))
             .map_err(|e| MachineError::Memory(e.to_string()))?;
         descriptors.push(kvm_userspace_memory_region {
-            slot: slot as u32,
+            slot,
             flags: 0,
-            guest_phys_addr: region.start_addr().0,
-            memory_size: region.len(),
+            guest_phys_addr: start,
+            memory_size: len,
             userspace_addr: host as u64,
         });
     }

@@ -54,6 +54,9 @@ pub fn set_boot_state(
     mem: &GuestMemoryMmap,
     entry: BootEntry,
 ) -> Result<(), RegsError> {
+    if entry == BootEntry::ResetVector {
+        return set_reset_state(vcpu);
+    }
     let gdt: Vec<u8> = BOOT_GDT.iter().flat_map(|d| d.to_le_bytes()).collect();
     mem.write_slice(&gdt, GuestAddress(BOOT_GDT_ADDR))?;
 
@@ -97,9 +100,69 @@ pub fn set_boot_state(
             regs.rip = entry;
             regs.rsi = zero_page;
         }
+        BootEntry::ResetVector => unreachable!("handled above"),
     }
     vcpu.set_sregs(&sregs)?;
     vcpu.set_regs(&regs)?;
+    vcpu.set_fpu(&kvm_fpu {
+        fcw: 0x37f,
+        mxcsr: 0x1f80,
+        ..Default::default()
+    })?;
+    Ok(())
+}
+
+/// The architectural power-on state: real mode, CS selector 0xF000 with base 0xFFFF0000,
+/// IP 0xFFF0, so the first instruction is fetched at 0xFFFFFFF0 (the firmware's reset
+/// vector); EDX holds the processor signature as after a hardware reset.
+fn set_reset_state(vcpu: &VcpuFd) -> Result<(), RegsError> {
+    let real_mode = |selector: u16, base: u64, type_: u8| kvm_segment {
+        base,
+        limit: 0xffff,
+        selector,
+        type_,
+        present: 1,
+        dpl: 0,
+        db: 0,
+        s: 1,
+        l: 0,
+        g: 0,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    };
+    let mut sregs: kvm_sregs = vcpu.get_sregs()?;
+    sregs.cs = real_mode(0xf000, 0xffff_0000, 0xb);
+    let data = real_mode(0, 0, 0x3);
+    sregs.ds = data;
+    sregs.es = data;
+    sregs.fs = data;
+    sregs.gs = data;
+    sregs.ss = data;
+    sregs.tr = kvm_segment {
+        s: 0,
+        ..real_mode(0, 0, 0xb)
+    };
+    sregs.ldt = kvm_segment {
+        s: 0,
+        ..real_mode(0, 0, 0x2)
+    };
+    sregs.gdt.base = 0;
+    sregs.gdt.limit = 0xffff;
+    sregs.idt.base = 0;
+    sregs.idt.limit = 0xffff;
+    sregs.cr0 = 0x6000_0010;
+    sregs.cr2 = 0;
+    sregs.cr3 = 0;
+    sregs.cr4 = 0;
+    sregs.efer = 0;
+    vcpu.set_sregs(&sregs)?;
+    vcpu.set_regs(&kvm_regs {
+        rip: 0xfff0,
+        rflags: 0x2,
+        rdx: 0x600,
+        ..Default::default()
+    })?;
     vcpu.set_fpu(&kvm_fpu {
         fcw: 0x37f,
         mxcsr: 0x1f80,

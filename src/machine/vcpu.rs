@@ -92,6 +92,11 @@ pub fn run(mut vcpu: Vcpu, shared: Arc<Shared>) {
             }
             Err(e) => report_failure(&shared, vcpu.index, format!("KVM_RUN failed: {e}")),
         }
+        // A reset or poweroff this vCPU asked for (a port write, a triple fault) stops it
+        // before it runs further guest code, as a CPU stops on QEMU.
+        if super::take_stop_request() {
+            shared.gate.wait_for_stop(applied_reset);
+        }
     }
 }
 
