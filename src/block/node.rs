@@ -386,7 +386,7 @@ impl BlockNode {
         let top = self.writable_top()?;
         match &top.driver {
             ImageDriver::Raw(r) => r.discard(off, len)?,
-            ImageDriver::Qcow2(q) => q.discard(off, len)?,
+            ImageDriver::Qcow2(q) => q.discard(off, len, self.chain_len() > 1)?,
         }
         self.after_write()
     }
@@ -515,6 +515,31 @@ impl BlockNode {
         let mut g = self.layers.write().unwrap_or_else(|p| p.into_inner());
         g.insert(0, Arc::new(overlay));
         Ok(())
+    }
+
+    /// `snapshot_blkdev` / `blockdev-snapshot-sync` in one call: creates a qcow2 overlay at
+    /// `path` whose header names `backing_name` (the current active image, as the overlay
+    /// should record it) and puts it on top of the chain without reopening the chain.
+    pub fn snapshot_to_new_overlay(&self, path: &Path, backing_name: &str) -> BlockResult<()> {
+        let top = self.layers()[0].clone();
+        let size = top.virtual_size()?;
+        super::create_overlay(path, backing_name, top.format(), size)?;
+        let opts = super::options::OpenOptions {
+            cache: self.cache,
+            no_backing: true,
+            ..Default::default()
+        };
+        let mut warnings = Vec::new();
+        let (layer, _) = super::open::open_layer(
+            path,
+            Some(ImageFormat::Qcow2),
+            self.read_only,
+            &opts,
+            &self.metadata_cache,
+            &super::options::Qcow2CacheOptions::default(),
+            &mut warnings,
+        )?;
+        self.push_overlay(layer)
     }
 
     /// Removes layers `1..until` from the chain (after `block-stream` copied their data

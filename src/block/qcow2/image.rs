@@ -1183,9 +1183,9 @@ impl Qcow2Image {
     }
 
     /// Discards whole clusters of `[g, g+len)` (partial clusters are left alone, as QEMU
-    /// does). With `backing_visible` (v2 images) discarded clusters show the backing file;
-    /// on v3 they read as zeros.
-    pub fn discard(&self, g: u64, len: u64) -> BlockResult<()> {
+    /// does). On v2 images discarded clusters show the backing file again; on v3 they read
+    /// as zeros.
+    pub fn discard(&self, g: u64, len: u64, has_backing: bool) -> BlockResult<()> {
         self.check_writable()?;
         let mut st = self.lock();
         let size = st.header.size;
@@ -1206,8 +1206,10 @@ impl Qcow2Image {
                 break;
             }
             let old = self.decode_entry(version, self.l2_entry(&mut st, pos)?)?;
+            // On v3 a discarded range reads back as zeros, so an unallocated cluster over a
+            // backing file gets the zero flag too (QEMU does the same).
             let allocated = !matches!(old, ClusterMapping::Unallocated);
-            if allocated {
+            if allocated || (has_backing && version >= 3) {
                 let entry = if version >= 3 { OFLAG_ZERO } else { 0 };
                 if !(matches!(old, ClusterMapping::Zero { host: None })) {
                     self.set_l2_entry(&mut st, pos, entry)?;

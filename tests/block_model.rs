@@ -1,0 +1,162 @@
+//! Randomized sequences of writes, zero-writes, discards, flushes, reopenings and new
+//! overlays, checked against an in-memory model of the disk, then against qemu-img.
+
+#[path = "block_support.rs"]
+mod support;
+
+use std::path::Path;
+
+use support::*;
+use vmscope::block::qcow2::{self, Qcow2CreateOptions};
+use vmscope::block::{open_node, BlockNode, OpenOptions, Qcow2CacheOptions};
+
+const SIZE: u64 = 12 << 20;
+
+fn open(path: &Path, small_cache: bool) -> BlockNode {
+    open_node(
+        path,
+        &OpenOptions {
+            qcow2_cache: if small_cache {
+                Qcow2CacheOptions {
+                    l2_cache_size: Some(2048),
+                    l2_cache_entry_size: Some(1024),
+                    refcount_cache_size: Some(1),
+                    ..Default::default()
+                }
+            } else {
+                Qcow2CacheOptions::default()
+            },
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+fn run_model(seed: u64, cluster_size: u64, version: u32, steps: usize) {
+    require_qemu();
+    let s = Scratch::new(&format!("model-{seed}"));
+    let mut r = Rng(seed);
+    let small_cache = cluster_size >= 1024 && r.below(2) == 0;
+    let mut names = vec!["layer0.qcow2".to_string()];
+    qcow2::create(
+        &s.path(&names[0]),
+        &Qcow2CreateOptions {
+            size: SIZE,
+            cluster_size,
+            version,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut model = vec![0u8; SIZE as usize];
+    // What the active layer's backing shows (for v2 discards, which reveal it).
+    let mut backing_view: Option<Vec<u8>> = None;
+    let mut top_version = version;
+    let mut top_cluster = cluster_size;
+    let mut node = open(&s.path(&names[0]), small_cache);
+    for step in 0..steps {
+        let off = r.below(SIZE - 1);
+        let len = (r.below(3 * top_cluster + 5000) + 1).min(SIZE - off);
+        let (o, l) = (off as usize, len as usize);
+        if std::env::var("MODEL_DEBUG").is_ok() {
+            let mut all = vec![0u8; SIZE as usize];
+            node.read_at(0, &mut all).unwrap();
+            if let Some(i) = first_diff(&all, &model) {
+                panic!("diverged before step {step} at byte {i}");
+            }
+        }
+        let op = r.below(20);
+        if std::env::var("MODEL_DEBUG").is_ok() {
+            eprintln!("step {step} op {op} off {off} len {len}");
+        }
+        match op {
+            0..=10 => {
+                let mut buf = vec![0u8; l];
+                for b in buf.iter_mut() {
+                    *b = r.next_u64() as u8 | 1;
+                }
+                node.write_at(off, &buf).unwrap();
+                model[o..o + l].copy_from_slice(&buf);
+            }
+            11 | 12 => {
+                node.write_zeroes(off, len, r.below(2) == 0).unwrap();
+                model[o..o + l].fill(0);
+            }
+            13 | 14 => {
+                node.discard(off, len).unwrap();
+                // Whole clusters inside the range are dropped.
+                let cs = top_cluster;
+                let mut c = off.div_ceil(cs) * cs;
+                while c + cs <= off + len {
+                    let (a, b) = (c as usize, (c + cs) as usize);
+                    match (&backing_view, top_version) {
+                        (Some(bv), 2) => model[a..b].copy_from_slice(&bv[a..b]),
+                        _ => model[a..b].fill(0),
+                    }
+                    c += cs;
+                }
+            }
+            15 => node.flush().unwrap(),
+            16 => {
+                node.close().unwrap();
+                node = open(&s.path(names.last().unwrap()), small_cache);
+            }
+            17 if names.len() < 6 => {
+                // A new overlay on top, the snapshot_blkdev way.
+                let name = format!("layer{}.qcow2", names.len());
+                node.snapshot_to_new_overlay(&s.path(&name), names.last().unwrap())
+                    .unwrap();
+                names.push(name);
+                backing_view = Some(model.clone());
+                top_version = 3;
+                top_cluster = 65536;
+            }
+            _ => {
+                let mut b = vec![0u8; l];
+                node.read_at(off, &mut b).unwrap();
+                let _ = step;
+                assert!(
+                    b == model[o..o + l],
+                    "seed {seed} step {step}: read mismatch at {off}+{len}"
+                );
+            }
+        }
+    }
+    let mut all = vec![0u8; SIZE as usize];
+    node.read_at(0, &mut all).unwrap();
+    assert_same_content(&format!("seed {seed} final"), &all, &model);
+    node.close().unwrap();
+    for n in &names {
+        assert_qemu_check_clean(&s.p(n), false);
+    }
+    let raw = s.p("model.raw");
+    std::fs::write(&raw, &model).unwrap();
+    let top = s.p(names.last().unwrap());
+    let out = run("qemu-img", &["compare", "-F", "raw", &top, &raw]);
+    assert!(
+        out.status.success(),
+        "seed {seed}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn random_sequences_v3_64k() {
+    for seed in 1..=4 {
+        run_model(seed, 65536, 3, 300);
+    }
+}
+
+#[test]
+fn random_sequences_v3_small_clusters() {
+    for (seed, cs) in [(11, 512), (12, 4096), (13, 1024)] {
+        run_model(seed, cs, 3, 300);
+    }
+}
+
+#[test]
+fn random_sequences_v2() {
+    for seed in 21..=23 {
+        run_model(seed, 65536, 2, 300);
+    }
+}
