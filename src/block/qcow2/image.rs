@@ -64,6 +64,7 @@ pub(super) struct State {
     l1: Vec<u64>,
     l1_dirty: bool,
     reftable: Vec<u64>,
+    reftable_loaded: bool,
     /// First cluster index that may be free.
     free_hint: u64,
     /// Highest cluster end ever allocated (bytes); the file may be shorter until written.
@@ -265,13 +266,9 @@ impl Qcow2Image {
         {
             return Err(corrupt("Invalid reference count table offset"));
         }
-        let mut rt = vec![0u8; rt_bytes as usize];
-        file.read_at(&mut rt, h.refcount_table_offset)?;
-        let reftable: Vec<u64> = rt
-            .chunks_exact(8)
-            .map(|c| u64::from_be_bytes(c.try_into().expect("8")))
-            .collect();
-        drop(rt);
+        // Read-only images (every backing layer) never consult their refcounts, so the
+        // table is loaded on first use: a long chain costs no refcount memory per layer.
+        let reftable: Vec<u64> = Vec::new();
         // Snapshot table.
         if h.nb_snapshots > header::MAX_SNAPSHOTS {
             return Err(corrupt("Too many snapshots"));
@@ -322,6 +319,7 @@ impl Qcow2Image {
                 l1,
                 l1_dirty: false,
                 reftable,
+                reftable_loaded: false,
                 free_hint: 0,
                 alloc_end: file_len.div_ceil(cluster_size) * cluster_size,
                 pending_free: Vec::new(),
@@ -380,8 +378,10 @@ impl Qcow2Image {
     pub fn l1_table(&self) -> Vec<u64> {
         self.lock().l1.clone()
     }
-    pub fn refcount_table(&self) -> Vec<u64> {
-        self.lock().reftable.clone()
+    pub fn refcount_table(&self) -> BlockResult<Vec<u64>> {
+        let mut st = self.lock();
+        self.ensure_reftable(&mut st)?;
+        Ok(st.reftable.clone())
     }
 
     // ----- mapping -----
@@ -601,7 +601,25 @@ impl Qcow2Image {
         self.cluster_bits + 3 - self.refcount_order
     }
 
-    fn refblock_offset(&self, st: &State, cluster: u64) -> BlockResult<Option<u64>> {
+    /// Loads the refcount table on first use.
+    pub(super) fn ensure_reftable(&self, st: &mut State) -> BlockResult<()> {
+        if st.reftable_loaded {
+            return Ok(());
+        }
+        let h = &st.header;
+        let rt_bytes = h.refcount_table_clusters as u64 * self.cluster_size;
+        let mut rt = vec![0u8; rt_bytes as usize];
+        self.file.read_at(&mut rt, h.refcount_table_offset)?;
+        st.reftable = rt
+            .chunks_exact(8)
+            .map(|c| u64::from_be_bytes(c.try_into().expect("8")))
+            .collect();
+        st.reftable_loaded = true;
+        Ok(())
+    }
+
+    fn refblock_offset(&self, st: &mut State, cluster: u64) -> BlockResult<Option<u64>> {
+        self.ensure_reftable(st)?;
         let b = cluster >> self.rb_bits();
         match st.reftable.get(b as usize) {
             None => Ok(None),
@@ -726,6 +744,7 @@ impl Qcow2Image {
     /// Allocates `n` contiguous clusters with refcount 1 (in the cache; durable before any
     /// reference by the flush order). Returns the host offset.
     pub(super) fn alloc_clusters(&self, st: &mut State, n: u64) -> BlockResult<u64> {
+        self.ensure_reftable(st)?;
         'retry: loop {
             // Find a free run.
             let mut start = st.free_hint.max(1);
@@ -1451,6 +1470,7 @@ impl Qcow2Image {
         st.header.refcount_table_offset = table_off;
         st.header.refcount_table_clusters = clusters as u32;
         st.reftable = table;
+        st.reftable_loaded = true;
         st.free_hint = 0;
         self.cache.drop_clean(self.cache_id);
         Ok(())
