@@ -1079,6 +1079,13 @@ impl Qcow2Image {
                         }
                         _ => None,
                     };
+                    if reuse.is_none() {
+                        // The L2 table first, then the data cluster: QEMU's allocation order,
+                        // so converted images get the same layout.
+                        let l1_index =
+                            (cluster_start >> (self.cluster_bits + self.l2_bits)) as usize;
+                        self.writable_l2(&mut st, l1_index)?;
+                    }
                     let host = match reuse {
                         Some(h) => h,
                         None => self.alloc_clusters(&mut st, 1)?,
