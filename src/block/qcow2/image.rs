@@ -93,6 +93,9 @@ pub struct Qcow2Image {
     compression: CompressionType,
     snapshots: Vec<InternalSnapshot>,
     state: Mutex<State>,
+    /// Held shared by data writes done outside `state`; taken exclusively before freed
+    /// clusters become reusable.
+    inflight: std::sync::RwLock<()>,
 }
 
 fn corrupt(msg: impl Into<String>) -> BlockError {
@@ -315,6 +318,7 @@ impl Qcow2Image {
             snapshots,
             cache,
             cache_id,
+            inflight: std::sync::RwLock::new(()),
             state: Mutex::new(State {
                 l1,
                 l1_dirty: false,
@@ -1046,7 +1050,15 @@ impl Qcow2Image {
                             "Preventing invalid write on metadata (data cluster at {host:#x} overlaps the header or a table)"
                         )));
                     }
-                    self.file.write_at(part, host + in_cluster)?;
+                    // The common case, a rewrite in place, runs without the metadata lock so
+                    // that requests proceed in parallel. The in-flight guard keeps the cluster
+                    // from being freed (and reused) until the write has landed.
+                    let inflight = self.inflight.read().unwrap_or_else(|p| p.into_inner());
+                    drop(st);
+                    let r = self.file.write_at(part, host + in_cluster);
+                    drop(inflight);
+                    st = self.lock();
+                    r?;
                 }
                 _ => {
                     let full = n as u64 == cs;
@@ -1321,6 +1333,8 @@ impl Qcow2Image {
         if !st.pending_free.is_empty() {
             // The references are gone on disk once this barrier returns.
             self.file.barrier()?;
+            // No write to a cluster about to be freed may still be in flight.
+            let _no_inflight = self.inflight.write().unwrap_or_else(|p| p.into_inner());
             let frees = std::mem::take(&mut st.pending_free);
             for &(off, n) in &frees {
                 self.update_refcounts(st, off, n, -1)?;
