@@ -160,3 +160,78 @@ fn random_sequences_v2() {
         run_model(seed, 65536, 2, 300);
     }
 }
+
+#[test]
+fn concurrent_requests_keep_the_image_consistent() {
+    require_qemu();
+    let s = Scratch::new("model-concurrent");
+    let img = s.path("c.qcow2");
+    qcow2::create(
+        &img,
+        &Qcow2CreateOptions {
+            size: SIZE,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let node = open(&img, false);
+    let threads = 4u64;
+    let region = SIZE / threads;
+    // Each thread owns a region: writes, rewrites in place, zeroes and discards in it while
+    // the others do the same; one of them flushes now and then.
+    let models: Vec<Vec<u8>> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..threads)
+            .map(|t| {
+                let node = &node;
+                sc.spawn(move || {
+                    let mut r = Rng(100 + t);
+                    let base = t * region;
+                    let mut m = vec![0u8; region as usize];
+                    for i in 0..400 {
+                        let off = r.below(region - 70_000);
+                        let len = r.below(70_000) + 1;
+                        let (o, l) = (off as usize, len as usize);
+                        match r.below(8) {
+                            0 => {
+                                node.write_zeroes(base + off, len, true).unwrap();
+                                m[o..o + l].fill(0);
+                            }
+                            1 => {
+                                let c0 = off.div_ceil(65536) * 65536;
+                                // Stay inside this thread's region.
+                                if c0 + 65536 <= region {
+                                    node.discard(base + c0, 65536).unwrap();
+                                    m[c0 as usize..c0 as usize + 65536].fill(0);
+                                }
+                            }
+                            _ => {
+                                let v = vec![(t as u8) * 50 + (i % 50) as u8 + 1; l];
+                                node.write_at(base + off, &v).unwrap();
+                                m[o..o + l].copy_from_slice(&v);
+                            }
+                        }
+                        if t == 0 && i % 17 == 0 {
+                            node.flush().unwrap();
+                        }
+                    }
+                    m
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let model: Vec<u8> = models.concat();
+    let mut all = vec![0u8; SIZE as usize];
+    node.read_at(0, &mut all).unwrap();
+    assert_same_content("concurrent", &all, &model);
+    node.close().unwrap();
+    assert_qemu_check_clean(&s.p("c.qcow2"), false);
+    let raw = s.p("model.raw");
+    std::fs::write(&raw, &model).unwrap();
+    let out = run("qemu-img", &["compare", "-F", "raw", &s.p("c.qcow2"), &raw]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
