@@ -475,3 +475,38 @@ fn small_l2_cache_entries_read_correctly() {
         assert_same_content(&format!("entry {entry}"), &got, &expect);
     }
 }
+
+#[test]
+fn detect_zeroes_turns_zero_buffers_into_zero_clusters() {
+    require_qemu();
+    let s = Scratch::new("oracle-detect-zeroes");
+    for (mode, expect_data) in [("off", true), ("on", false), ("unmap", false)] {
+        let img = s.path(&format!("{mode}.qcow2"));
+        qcow2::create(
+            &img,
+            &Qcow2CreateOptions {
+                size: 1 << 20,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let node = open_node(
+            &img,
+            &OpenOptions {
+                detect_zeroes: vmscope::block::DetectZeroes::parse(mode, true).unwrap(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        node.write_at(0, &vec![0u8; 65536]).unwrap();
+        node.close().unwrap();
+        let map = qemu_img(&["map", "--output=json", &img.to_string_lossy()]);
+        let first = map.lines().next().unwrap();
+        assert_eq!(
+            first.contains("\"data\": true"),
+            expect_data,
+            "{mode}: {first}"
+        );
+    }
+    assert!(vmscope::block::DetectZeroes::parse("unmap", false).is_err());
+}

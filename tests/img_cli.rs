@@ -93,6 +93,17 @@ fn setup(s: &Scratch) {
         "z.qcow2",
         "1G",
     ]);
+    sh(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "preallocation=metadata",
+        "pm.qcow2",
+        "2M",
+    ]);
+    io("pm.qcow2", &["write -z 0 256k", "write -P 5 1M 4k"]);
     sh(&["create", "-q", "-f", "raw", "r.raw", "5M"]);
     std::fs::write(s.path("r.raw"), vec![7u8; 8192]).unwrap();
     std::fs::OpenOptions::new()

@@ -59,8 +59,8 @@ pub struct Layer {
 pub enum LayerMapping {
     /// Not allocated in this layer.
     Unallocated,
-    /// Reads as zeros.
-    Zero,
+    /// Reads as zeros; `host` is the preallocated cluster behind it, if any.
+    Zero { host: Option<u64> },
     /// Plain data at `host` in this layer's file.
     Data { host: u64 },
     /// Part of a compressed cluster.
@@ -122,7 +122,9 @@ impl Layer {
                 let cs = q.cluster_size();
                 let mapping = match e.mapping {
                     ClusterMapping::Unallocated => LayerMapping::Unallocated,
-                    ClusterMapping::Zero { .. } => LayerMapping::Zero,
+                    ClusterMapping::Zero { host } => LayerMapping::Zero {
+                        host: host.map(|h| h + (off & (cs - 1))),
+                    },
                     ClusterMapping::Data { .. } => LayerMapping::Data {
                         host: e.host_offset.expect("data extents carry an offset"),
                     },
@@ -141,7 +143,7 @@ impl Layer {
 
     fn read_mapped(&self, m: LayerMapping, buf: &mut [u8]) -> BlockResult<()> {
         match m {
-            LayerMapping::Unallocated | LayerMapping::Zero => {
+            LayerMapping::Unallocated | LayerMapping::Zero { .. } => {
                 buf.fill(0);
                 Ok(())
             }
@@ -185,6 +187,7 @@ pub struct BlockNode {
     metadata_cache: MetadataCache,
     /// Warnings from opening (e.g. a corrupt image opened read-only).
     warnings: Vec<String>,
+    detect_zeroes: super::options::DetectZeroes,
 }
 
 fn read_ranges(layers: &[Arc<Layer>], from: usize, off: u64, buf: &mut [u8]) -> BlockResult<()> {
@@ -235,7 +238,14 @@ impl BlockNode {
             cache,
             metadata_cache,
             warnings,
+            detect_zeroes: super::options::DetectZeroes::Off,
         }
+    }
+
+    /// `detect-zeroes=on|unmap`: writes of all-zero buffers become zero writes (with
+    /// deallocation for `unmap`).
+    pub fn set_detect_zeroes(&mut self, mode: super::options::DetectZeroes) {
+        self.detect_zeroes = mode;
     }
 
     fn layers(&self) -> RwLockReadGuard<'_, Vec<Arc<Layer>>> {
@@ -329,6 +339,13 @@ impl BlockNode {
     /// Writes `buf` at `off` into the active image.
     pub fn write_at(&self, off: u64, buf: &[u8]) -> BlockResult<()> {
         self.check_range(off, buf.len() as u64)?;
+        if self.detect_zeroes != super::options::DetectZeroes::Off
+            && !buf.is_empty()
+            && buf.iter().all(|&b| b == 0)
+        {
+            let unmap = self.detect_zeroes == super::options::DetectZeroes::Unmap;
+            return self.write_zeroes(off, buf.len() as u64, unmap);
+        }
         let top = self.writable_top()?;
         match &top.driver {
             ImageDriver::Raw(r) => r.write(off, buf)?,
@@ -424,7 +441,7 @@ impl BlockNode {
                     let m = if data {
                         LayerMapping::Data { host: off }
                     } else {
-                        LayerMapping::Zero
+                        LayerMapping::Zero { host: Some(off) }
                     };
                     (len, m)
                 }
@@ -439,26 +456,32 @@ impl BlockNode {
                     limit = len;
                     continue;
                 }
-                LayerMapping::Zero => {
+                LayerMapping::Zero { host } => {
                     return Ok(BlockStatus {
                         len,
                         depth: Some(depth),
                         zero: true,
                         data: false,
-                        host_offset: match layer.format() {
-                            ImageFormat::Raw => Some(off),
-                            ImageFormat::Qcow2 => None,
-                        },
+                        host_offset: host,
                     })
                 }
                 LayerMapping::Data { host } => {
+                    // Like QEMU, look through to the host file: preallocated clusters that
+                    // are still holes there read as zeros.
+                    let (zero, len) = match layer.format() {
+                        ImageFormat::Qcow2 => {
+                            let (is_data, run) = layer.file().data_run(host, len)?;
+                            (!is_data, run.min(len).max(1))
+                        }
+                        ImageFormat::Raw => (false, len),
+                    };
                     return Ok(BlockStatus {
                         len,
                         depth: Some(depth),
-                        zero: false,
+                        zero,
                         data: true,
                         host_offset: Some(host),
-                    })
+                    });
                 }
                 LayerMapping::Compressed { .. } => {
                     return Ok(BlockStatus {

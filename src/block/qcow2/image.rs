@@ -534,7 +534,11 @@ impl Qcow2Image {
             let m = self.decode_entry(version, self.l2_entry(&mut st, next_g)?)?;
             let same = match (first, m) {
                 (ClusterMapping::Unallocated, ClusterMapping::Unallocated) => true,
-                (ClusterMapping::Zero { .. }, ClusterMapping::Zero { .. }) => true,
+                (ClusterMapping::Zero { host: None }, ClusterMapping::Zero { host: None }) => true,
+                (
+                    ClusterMapping::Zero { host: Some(h0) },
+                    ClusterMapping::Zero { host: Some(h) },
+                ) => h == h0 + (next_g - (g - in_cluster)),
                 (
                     ClusterMapping::Data {
                         host: h0,
