@@ -128,6 +128,17 @@ fn oversized_tables_are_refused_before_allocation() {
         ),
         // L1 table offset past the end of the file
         (40, &[0, 0, 0, 1, 0, 0, 0, 0], "Invalid L1 table offset"),
+        // offsets near 2^64 (arithmetic overflow found by cargo-fuzz)
+        (
+            40,
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00],
+            "Invalid L1 table offset",
+        ),
+        (
+            48,
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00],
+            "Invalid reference count table offset",
+        ),
         // unaligned refcount table
         (
             48,

@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = node.block_status(pos, n);
             pos += n;
         }
-        let _ = node.write_at(0, &[1u8; 4096.min(size as usize)]);
+        let _ = node.write_at(0, &vec![1u8; 4096.min(size as usize)]);
         let _ = node.flush();
     }
     let _ = std::fs::remove_file(&path);

@@ -247,7 +247,7 @@ impl Qcow2Image {
         }
         if h.l1_size > 0
             && (h.l1_table_offset % cluster_size != 0
-                || h.l1_table_offset + h.l1_size as u64 * 8 > file_len)
+                || h.l1_table_offset.saturating_add(h.l1_size as u64 * 8) > file_len)
         {
             return Err(corrupt("Invalid L1 table offset"));
         }
@@ -265,7 +265,8 @@ impl Qcow2Image {
         }
         if h.refcount_table_clusters == 0
             || h.refcount_table_offset % cluster_size != 0
-            || h.refcount_table_offset + rt_bytes > file_len.div_ceil(cluster_size) * cluster_size
+            || h.refcount_table_offset.saturating_add(rt_bytes)
+                > file_len.div_ceil(cluster_size) * cluster_size
         {
             return Err(corrupt("Invalid reference count table offset"));
         }
@@ -420,7 +421,10 @@ impl Qcow2Image {
     }
 
     fn load_table(&self, st: &State, off: u64, len: u64, what: &str) -> BlockResult<Box<[u8]>> {
-        if off + len > self.file.len()?.max(st.alloc_end) {
+        if off
+            .checked_add(len)
+            .is_none_or(|e| e > self.file.len().unwrap_or(0).max(st.alloc_end))
+        {
             return Err(corrupt(format!(
                 "{what} at offset {off:#x} is past the end of the image file"
             )));
@@ -746,7 +750,7 @@ impl Qcow2Image {
         ];
         ranges
             .iter()
-            .any(|&(s, l)| l > 0 && off < s + l && s < off + len)
+            .any(|&(s, l)| l > 0 && off < s.saturating_add(l) && s < off.saturating_add(len))
     }
 
     /// Allocates `n` contiguous clusters with refcount 1 (in the cache; durable before any
