@@ -107,3 +107,87 @@ fn chain_reads_match_qemu() {
     assert_same_content("300 layers vs qemu", &q, &expected(layers));
     assert_same_content("300 layers vmscope", &vmscope_read_all(Path::new(&top)), &q);
 }
+
+#[test]
+fn block_stream_primitives_keep_guest_writes() {
+    require_qemu();
+    let s = Scratch::new("chain-stream");
+    for keep_base in [true, false] {
+        let base = s.p("base.qcow2");
+        let mid = s.p("mid.qcow2");
+        let top = s.p("top.qcow2");
+        qemu_img(&["create", "-q", "-f", "qcow2", &base, "8M"]);
+        qemu_io(&base, "qcow2", &["write -P 1 0 8M"]);
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            &mid,
+        ]);
+        qemu_io(&mid, "qcow2", &["write -P 2 1M 2M", "write -z 4M 64k"]);
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "mid.qcow2",
+            "-F",
+            "qcow2",
+            &top,
+        ]);
+        qemu_io(&top, "qcow2", &["write -P 3 1536k 64k"]);
+        let mut model = qemu_read_all(&top, &s);
+        let node = open_node(Path::new(&top), &OpenOptions::default()).unwrap();
+        let base_depth = if keep_base { 2 } else { node.chain_len() };
+        std::thread::scope(|sc| {
+            let n = &node;
+            // The guest keeps writing while the stream runs.
+            let writer = sc.spawn(move || {
+                let mut writes = Vec::new();
+                for i in 0..64u64 {
+                    let off = (i * 131_072 + 7_000) % (8 << 20);
+                    n.write_at(off, &[0xee; 3000]).unwrap();
+                    writes.push(off);
+                }
+                writes
+            });
+            let mut pos = 0;
+            while pos < 8 << 20 {
+                n.stream_range(base_depth, pos, 1 << 20).unwrap();
+                pos += 1 << 20;
+            }
+            for off in writer.join().unwrap() {
+                model[off as usize..off as usize + 3000].fill(0xee);
+            }
+        });
+        if keep_base {
+            node.finish_stream(base_depth, Some("base.qcow2"), Some(ImageFormat::Qcow2))
+                .unwrap();
+            assert_eq!(node.chain_len(), 2);
+        } else {
+            node.finish_stream(base_depth, None, None).unwrap();
+            assert_eq!(node.chain_len(), 1);
+        }
+        let mut all = vec![0u8; 8 << 20];
+        node.read_at(0, &mut all).unwrap();
+        assert_same_content("stream view", &all, &model);
+        node.close().unwrap();
+        assert_qemu_check_clean(&top, false);
+        assert_same_content("stream file", &qemu_read_all(&top, &s), &model);
+        let info = qemu_img(&["info", &top]);
+        assert_eq!(
+            info.contains("backing file: base.qcow2"),
+            keep_base,
+            "{info}"
+        );
+        for f in [&base, &mid, &top] {
+            std::fs::remove_file(f).unwrap();
+        }
+    }
+}

@@ -89,6 +89,18 @@ impl Layer {
         }
     }
 
+    /// The backing file name and format the image's header names now (after `rebase` or
+    /// a finished `block-stream` this differs from what was opened).
+    pub fn current_backing(&self) -> (Option<String>, Option<String>) {
+        match &self.driver {
+            ImageDriver::Qcow2(q) => {
+                let h = q.header();
+                (h.backing_file, h.backing_format)
+            }
+            ImageDriver::Raw(_) => (None, None),
+        }
+    }
+
     pub fn qcow2(&self) -> Option<&Qcow2Image> {
         match &self.driver {
             ImageDriver::Qcow2(q) => Some(q),
@@ -563,6 +575,58 @@ impl BlockNode {
             &mut warnings,
         )?;
         self.push_overlay(layer)
+    }
+
+    /// One step of `block-stream`: copies into the active image every cluster of
+    /// `[off, off+len)` that it does not allocate itself but that layers `1..base_depth`
+    /// (above the base, which stays) do. Guest writes racing with this are never
+    /// overwritten. Returns the bytes copied. The active image must be qcow2.
+    pub fn stream_range(&self, base_depth: usize, off: u64, len: u64) -> BlockResult<u64> {
+        let size = self.check_range(off, len)?;
+        let top = self.writable_top()?;
+        let Some(q) = top.qcow2() else {
+            return Err(BlockError::Unsupported(
+                "block-stream needs a qcow2 active image".into(),
+            ));
+        };
+        let cs = q.cluster_size();
+        let mut pos = off & !(cs - 1);
+        let end = (off + len).min(size);
+        let mut copied = 0;
+        let mut buf = vec![0u8; cs as usize];
+        while pos < end {
+            let n = cs.min(size - pos);
+            let (above_base, _) = self.is_allocated_above(base_depth.saturating_sub(1), pos, n)?;
+            let top_ext = top.map(pos, n)?;
+            if above_base && top_ext.mapping == LayerMapping::Unallocated {
+                self.read_below(1, pos, &mut buf[..n as usize])?;
+                if q.write_if_unallocated(pos, &buf[..n as usize])? {
+                    copied += n;
+                }
+            }
+            pos += n;
+        }
+        Ok(copied)
+    }
+
+    /// The end of `block-stream`: the active image's header now names `base` (or nothing)
+    /// and the streamed layers leave the chain. `base_depth` is the base's index in the
+    /// chain (`chain_len()` when streaming everything).
+    pub fn finish_stream(
+        &self,
+        base_depth: usize,
+        base_name: Option<&str>,
+        base_format: Option<ImageFormat>,
+    ) -> BlockResult<()> {
+        let top = self.writable_top()?;
+        let Some(q) = top.qcow2() else {
+            return Err(BlockError::Unsupported(
+                "block-stream needs a qcow2 active image".into(),
+            ));
+        };
+        q.flush()?;
+        q.set_backing(base_name, base_format.map(|f| f.name()))?;
+        self.drop_intermediate_layers(base_depth)
     }
 
     /// Removes layers `1..until` from the chain (after `block-stream` copied their data

@@ -1131,6 +1131,32 @@ impl Qcow2Image {
         Ok(())
     }
 
+    /// Copy-up for streaming: writes `data` (what the backing chain shows for the whole
+    /// cluster at `g`) only if the cluster is still unallocated here, atomically with respect
+    /// to guest writes, so a guest write made meanwhile is never overwritten. Returns whether
+    /// it wrote.
+    pub fn write_if_unallocated(&self, g: u64, data: &[u8]) -> BlockResult<bool> {
+        self.check_writable()?;
+        let cs = self.cluster_size;
+        let mut st = self.lock();
+        let size = st.header.size;
+        if !g.is_multiple_of(cs) || data.len() as u64 != cs.min(size.saturating_sub(g)) {
+            return Err(BlockError::InvalidOption(
+                "copy-up must cover exactly one cluster".into(),
+            ));
+        }
+        let version = st.header.version;
+        if self.decode_entry(version, self.l2_entry(&mut st, g)?)? != ClusterMapping::Unallocated {
+            return Ok(false);
+        }
+        let l1_index = (g >> (self.cluster_bits + self.l2_bits)) as usize;
+        self.writable_l2(&mut st, l1_index)?;
+        let host = self.alloc_clusters(&mut st, 1)?;
+        self.file.write_at(data, host)?;
+        self.set_l2_entry(&mut st, g, host | OFLAG_COPIED)?;
+        Ok(true)
+    }
+
     /// Writes one whole cluster compressed (as `qemu-img convert -c` / `write -c`). The
     /// cluster must be unallocated in this image.
     pub fn write_compressed(&self, g: u64, data: &[u8]) -> BlockResult<()> {
