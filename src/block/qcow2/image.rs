@@ -77,6 +77,8 @@ pub(super) struct State {
     punch_after_free: bool,
     dirty_bit_on_disk: bool,
     last_decompressed: Option<(u64, Vec<u8>)>,
+    /// Where the next compressed cluster may be appended (inside a partly used cluster).
+    compressed_cursor: Option<u64>,
 }
 
 /// An open qcow2 image.
@@ -331,6 +333,7 @@ impl Qcow2Image {
                 punch_after_free: true,
                 dirty_bit_on_disk: dirty,
                 last_decompressed: None,
+                compressed_cursor: None,
                 header: h,
             }),
             file,
@@ -1110,7 +1113,23 @@ impl Qcow2Image {
                         Some(h) => h,
                         None => self.alloc_clusters(&mut st, 1)?,
                     };
-                    self.file.write_at(payload, host)?;
+                    // When everything around the written bytes is zero (nothing below, or
+                    // zeros below), zero the cluster cheaply instead of writing a buffer of
+                    // zeros, as QEMU does: nothing at all past the end of the file, a
+                    // fallocate(ZERO_RANGE) inside it (the cluster may hold stale data).
+                    let ic = in_cluster as usize;
+                    let cow_is_zero = !full
+                        && reuse.is_none()
+                        && data[..ic].iter().all(|&b| b == 0)
+                        && data[ic + n..].iter().all(|&b| b == 0);
+                    if cow_is_zero {
+                        if host < self.file.len()? {
+                            self.file.write_zeroes(host, cs)?;
+                        }
+                        self.file.write_at(part, host + in_cluster)?;
+                    } else {
+                        self.file.write_at(payload, host)?;
+                    }
                     self.set_l2_entry(&mut st, cluster_start, host | OFLAG_COPIED)?;
                     if reuse.is_none() {
                         self.release_old(&mut st, old);
@@ -1185,12 +1204,28 @@ impl Qcow2Image {
                 "Compressed write to an allocated cluster".into(),
             ));
         }
-        // Allocate whole clusters for the compressed bytes; the unused tail is a small waste
-        // QEMU avoids by packing, which keeps our allocator simple.
-        let nclusters = (comp.len() as u64).div_ceil(cs);
-        let host = self.alloc_clusters(&mut st, nclusters)?;
+        // Pack compressed clusters back to back as QEMU does: continue in the cluster the
+        // previous one ended in when the bytes fit there (that cluster gains a reference).
+        let len = comp.len() as u64;
+        let mut host = None;
+        if let Some(cur) = st.compressed_cursor {
+            let cluster = cur & !(cs - 1);
+            let fits = cur + len <= cluster + cs;
+            let live = self.get_refcount(&mut st, cluster >> self.cluster_bits)? > 0;
+            if fits && live && self.update_refcounts(&mut st, cluster, 1, 1).is_ok() {
+                host = Some(cur);
+            }
+        }
+        let l1_index = (g >> (self.cluster_bits + self.l2_bits)) as usize;
+        self.writable_l2(&mut st, l1_index)?;
+        let host = match host {
+            Some(h) => h,
+            None => self.alloc_clusters(&mut st, len.div_ceil(cs))?,
+        };
         self.file.write_at(&comp, host)?;
-        let nb_sectors = (comp.len() as u64).div_ceil(512);
+        let end = host + len;
+        st.compressed_cursor = (!end.is_multiple_of(cs)).then_some(end);
+        let nb_sectors = ((end - 1) >> 9) - (host >> 9) + 1;
         let shift = 62 - (self.cluster_bits - 8);
         let entry = OFLAG_COMPRESSED | ((nb_sectors - 1) << shift) | host;
         self.set_l2_entry(&mut st, g, entry)
@@ -1370,6 +1405,8 @@ impl Qcow2Image {
             // No write to a cluster about to be freed may still be in flight.
             let _no_inflight = self.inflight.write().unwrap_or_else(|p| p.into_inner());
             let frees = std::mem::take(&mut st.pending_free);
+            // The cluster the cursor points into may be among the freed ones.
+            st.compressed_cursor = None;
             for &(off, n) in &frees {
                 self.update_refcounts(st, off, n, -1)?;
             }
