@@ -235,3 +235,48 @@ fn concurrent_requests_keep_the_image_consistent() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn concurrent_writes_into_the_same_new_clusters_are_all_kept() {
+    require_qemu();
+    let s = Scratch::new("model-same-cluster");
+    let img = s.path("c.qcow2");
+    qcow2::create(
+        &img,
+        &Qcow2CreateOptions {
+            size: SIZE,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let node = open(&img, false);
+    let threads = 8u64;
+    let blocks = SIZE / 4096;
+    // Thread t writes every block b with b % threads == t: all threads allocate the same
+    // clusters at the same time.
+    std::thread::scope(|sc| {
+        for t in 0..threads {
+            let node = &node;
+            sc.spawn(move || {
+                let mut b = t;
+                while b < blocks {
+                    node.write_at(b * 4096, &[(b % 251) as u8 + 1; 4096])
+                        .unwrap();
+                    b += threads;
+                }
+            });
+        }
+    });
+    let mut all = vec![0u8; SIZE as usize];
+    node.read_at(0, &mut all).unwrap();
+    for b in 0..blocks as usize {
+        assert!(
+            all[b * 4096..(b + 1) * 4096]
+                .iter()
+                .all(|&x| x == (b % 251) as u8 + 1),
+            "block {b} lost"
+        );
+    }
+    node.close().unwrap();
+    assert_qemu_check_clean(&s.p("c.qcow2"), false);
+}

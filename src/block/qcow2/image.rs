@@ -79,6 +79,9 @@ pub(super) struct State {
     last_decompressed: Option<(u64, Vec<u8>)>,
     /// Where the next compressed cluster may be appended (inside a partly used cluster).
     compressed_cursor: Option<u64>,
+    /// Guest clusters whose new host cluster is being written outside the lock; other
+    /// requests touching them wait (`alloc_done`) so no write is lost.
+    allocating: std::collections::HashSet<u64>,
 }
 
 /// An open qcow2 image.
@@ -98,6 +101,7 @@ pub struct Qcow2Image {
     /// Held shared by data writes done outside `state`; taken exclusively before freed
     /// clusters become reusable.
     inflight: std::sync::RwLock<()>,
+    alloc_done: std::sync::Condvar,
 }
 
 fn corrupt(msg: impl Into<String>) -> BlockError {
@@ -322,6 +326,7 @@ impl Qcow2Image {
             cache,
             cache_id,
             inflight: std::sync::RwLock::new(()),
+            alloc_done: std::sync::Condvar::new(),
             state: Mutex::new(State {
                 l1,
                 l1_dirty: false,
@@ -334,6 +339,7 @@ impl Qcow2Image {
                 dirty_bit_on_disk: dirty,
                 last_decompressed: None,
                 compressed_cursor: None,
+                allocating: std::collections::HashSet::new(),
                 header: h,
             }),
             file,
@@ -350,6 +356,18 @@ impl Qcow2Image {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until no request is allocating guest cluster `cluster` (its start offset).
+    fn wait_for_allocation<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        cluster: u64,
+    ) -> MutexGuard<'a, State> {
+        while st.allocating.contains(&cluster) {
+            st = self.alloc_done.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        st
     }
 
     pub fn file(&self) -> &HostFile {
@@ -1051,6 +1069,7 @@ impl Qcow2Image {
             let in_cluster = cur - cluster_start;
             let n = ((cs - in_cluster) as usize).min(buf.len() - pos);
             let part = &buf[pos..pos + n];
+            st = self.wait_for_allocation(st, cluster_start);
             let old = self.decode_entry(version, self.l2_entry(&mut st, cur)?)?;
             match old {
                 ClusterMapping::Data { host, copied: true } => {
@@ -1122,15 +1141,29 @@ impl Qcow2Image {
                         && reuse.is_none()
                         && data[..ic].iter().all(|&b| b == 0)
                         && data[ic + n..].iter().all(|&b| b == 0);
-                    if cow_is_zero {
-                        if host < self.file.len()? {
-                            self.file.write_zeroes(host, cs)?;
+                    // The data goes to the new cluster without the lock (nothing references
+                    // it yet); requests for the same guest cluster wait until the L2 entry
+                    // is set, after the data, so none of their writes is lost.
+                    st.allocating.insert(cluster_start);
+                    let file_len = self.file.len();
+                    drop(st);
+                    let r = (|| {
+                        if cow_is_zero {
+                            if host < file_len? {
+                                self.file.write_zeroes(host, cs)?;
+                            }
+                            self.file.write_at(part, host + in_cluster)
+                        } else {
+                            self.file.write_at(payload, host)
                         }
-                        self.file.write_at(part, host + in_cluster)?;
-                    } else {
-                        self.file.write_at(payload, host)?;
-                    }
-                    self.set_l2_entry(&mut st, cluster_start, host | OFLAG_COPIED)?;
+                    })();
+                    st = self.lock();
+                    let r = r.and_then(|_| {
+                        self.set_l2_entry(&mut st, cluster_start, host | OFLAG_COPIED)
+                    });
+                    st.allocating.remove(&cluster_start);
+                    self.alloc_done.notify_all();
+                    r?;
                     if reuse.is_none() {
                         self.release_old(&mut st, old);
                     }
@@ -1157,7 +1190,7 @@ impl Qcow2Image {
     pub fn write_if_unallocated(&self, g: u64, data: &[u8]) -> BlockResult<bool> {
         self.check_writable()?;
         let cs = self.cluster_size;
-        let mut st = self.lock();
+        let st = self.lock();
         let size = st.header.size;
         if !g.is_multiple_of(cs) || data.len() as u64 != cs.min(size.saturating_sub(g)) {
             return Err(BlockError::InvalidOption(
@@ -1165,6 +1198,7 @@ impl Qcow2Image {
             ));
         }
         let version = st.header.version;
+        let mut st = self.wait_for_allocation(st, g);
         if self.decode_entry(version, self.l2_entry(&mut st, g)?)? != ClusterMapping::Unallocated {
             return Ok(false);
         }
@@ -1192,7 +1226,7 @@ impl Qcow2Image {
                 Ok(())
             });
         };
-        let mut st = self.lock();
+        let mut st = self.wait_for_allocation(self.lock(), g);
         let version = st.header.version;
         let old = self.decode_entry(version, self.l2_entry(&mut st, g)?)?;
         if !matches!(
@@ -1264,7 +1298,7 @@ impl Qcow2Image {
                 let zeros = vec![0u8; n as usize];
                 self.write(pos, &zeros, backing_read)?;
             } else {
-                let mut st = self.lock();
+                let mut st = self.wait_for_allocation(self.lock(), pos);
                 let old = self.decode_entry(version, self.l2_entry(&mut st, pos)?)?;
                 let keep = if unmap {
                     None
@@ -1312,6 +1346,7 @@ impl Qcow2Image {
             if cluster_end > end {
                 break;
             }
+            st = self.wait_for_allocation(st, pos);
             let old = self.decode_entry(version, self.l2_entry(&mut st, pos)?)?;
             // On v3 a discarded range reads back as zeros, so an unallocated cluster over a
             // backing file gets the zero flag too (QEMU does the same).
