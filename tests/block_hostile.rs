@@ -128,6 +128,17 @@ fn oversized_tables_are_refused_before_allocation() {
         ),
         // L1 table offset past the end of the file
         (40, &[0, 0, 0, 1, 0, 0, 0, 0], "Invalid L1 table offset"),
+        // offsets near 2^64 (arithmetic overflow found by cargo-fuzz)
+        (
+            40,
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00],
+            "Invalid L1 table offset",
+        ),
+        (
+            48,
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00],
+            "Invalid reference count table offset",
+        ),
         // unaligned refcount table
         (
             48,
@@ -501,4 +512,46 @@ fn lazy_refcounts_set_the_dirty_bit_while_writing() {
         "clean after close"
     );
     assert_qemu_check_clean(&p, false);
+}
+
+#[test]
+fn random_l2_entries_never_panic() {
+    // The stable-toolchain twin of fuzz/fuzz_targets/l2_walk.rs.
+    let s = Scratch::new("hostile-l2");
+    let cs = 4096u64;
+    let p = s.path("l2.qcow2");
+    let mut r = Rng(5);
+    for round in 0..150 {
+        vmscope::block::qcow2::create(
+            &p,
+            &vmscope::block::qcow2::Qcow2CreateOptions {
+                size: 2 << 20,
+                cluster_size: cs,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut img = std::fs::read(&p).unwrap();
+        let l1 = u64::from_be_bytes(img[40..48].try_into().unwrap()) as usize;
+        img.resize(17 * cs as usize, 0);
+        let l2 = 8 * cs as usize;
+        for e in img[l2..l2 + cs as usize].chunks_mut(8) {
+            // A mix of plausible and absurd entries: flags, offsets in and past the file,
+            // compressed sizes.
+            let v = match r.below(6) {
+                0 => 0,
+                1 => r.next_u64(),
+                2 => (1 << 63) | (r.below(20) * cs),
+                3 => (1 << 62) | (r.next_u64() & ((1 << 62) - 1)),
+                4 => 1 | (r.below(20) * cs),
+                _ => (1 << 63) | (r.below(1 << 30) << 9),
+            };
+            e.copy_from_slice(&v.to_be_bytes());
+        }
+        img[l1..l1 + 8].copy_from_slice(&((1u64 << 63) | l2 as u64).to_be_bytes());
+        std::fs::write(&p, &img).unwrap();
+        let p_s = p.to_string_lossy().into_owned();
+        exercise(&p_s);
+        let _ = round;
+    }
 }

@@ -149,6 +149,12 @@ impl HostFile {
         if self.aligned(buf.as_ptr(), buf.len(), off) {
             return self.read_exact_or_zero(buf, off);
         }
+        if self.aligned(std::ptr::null::<u8>(), buf.len(), off) {
+            let mut bounce = AlignedBuf::zeroed(buf.len());
+            self.read_exact_or_zero(&mut bounce.as_mut_slice()[..buf.len()], off)?;
+            buf.copy_from_slice(&bounce.as_slice()[..buf.len()]);
+            return Ok(());
+        }
         let start = off & !(DIRECT_ALIGN as u64 - 1);
         let end = (off + buf.len() as u64).div_ceil(DIRECT_ALIGN as u64) * DIRECT_ALIGN as u64;
         let mut bounce = AlignedBuf::zeroed((end - start) as usize);
@@ -189,6 +195,11 @@ impl HostFile {
         }
         if self.aligned(buf.as_ptr(), buf.len(), off) {
             self.write_all(buf, off)?;
+        } else if self.aligned(std::ptr::null::<u8>(), buf.len(), off) {
+            // Only the memory is misaligned: copy, no read-modify-write needed.
+            let mut bounce = AlignedBuf::zeroed(buf.len());
+            bounce.as_mut_slice()[..buf.len()].copy_from_slice(buf);
+            self.write_all(&bounce.as_slice()[..buf.len()], off)?;
         } else {
             let start = off & !(DIRECT_ALIGN as u64 - 1);
             let end = (off + buf.len() as u64).div_ceil(DIRECT_ALIGN as u64) * DIRECT_ALIGN as u64;

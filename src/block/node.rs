@@ -59,8 +59,8 @@ pub struct Layer {
 pub enum LayerMapping {
     /// Not allocated in this layer.
     Unallocated,
-    /// Reads as zeros.
-    Zero,
+    /// Reads as zeros; `host` is the preallocated cluster behind it, if any.
+    Zero { host: Option<u64> },
     /// Plain data at `host` in this layer's file.
     Data { host: u64 },
     /// Part of a compressed cluster.
@@ -86,6 +86,18 @@ impl Layer {
         match &self.driver {
             ImageDriver::Raw(r) => r.virtual_size(),
             ImageDriver::Qcow2(q) => Ok(q.virtual_size()),
+        }
+    }
+
+    /// The backing file name and format the image's header names now (after `rebase` or
+    /// a finished `block-stream` this differs from what was opened).
+    pub fn current_backing(&self) -> (Option<String>, Option<String>) {
+        match &self.driver {
+            ImageDriver::Qcow2(q) => {
+                let h = q.header();
+                (h.backing_file, h.backing_format)
+            }
+            ImageDriver::Raw(_) => (None, None),
         }
     }
 
@@ -122,7 +134,9 @@ impl Layer {
                 let cs = q.cluster_size();
                 let mapping = match e.mapping {
                     ClusterMapping::Unallocated => LayerMapping::Unallocated,
-                    ClusterMapping::Zero { .. } => LayerMapping::Zero,
+                    ClusterMapping::Zero { host } => LayerMapping::Zero {
+                        host: host.map(|h| h + (off & (cs - 1))),
+                    },
                     ClusterMapping::Data { .. } => LayerMapping::Data {
                         host: e.host_offset.expect("data extents carry an offset"),
                     },
@@ -141,7 +155,7 @@ impl Layer {
 
     fn read_mapped(&self, m: LayerMapping, buf: &mut [u8]) -> BlockResult<()> {
         match m {
-            LayerMapping::Unallocated | LayerMapping::Zero => {
+            LayerMapping::Unallocated | LayerMapping::Zero { .. } => {
                 buf.fill(0);
                 Ok(())
             }
@@ -185,6 +199,7 @@ pub struct BlockNode {
     metadata_cache: MetadataCache,
     /// Warnings from opening (e.g. a corrupt image opened read-only).
     warnings: Vec<String>,
+    detect_zeroes: super::options::DetectZeroes,
 }
 
 fn read_ranges(layers: &[Arc<Layer>], from: usize, off: u64, buf: &mut [u8]) -> BlockResult<()> {
@@ -235,7 +250,14 @@ impl BlockNode {
             cache,
             metadata_cache,
             warnings,
+            detect_zeroes: super::options::DetectZeroes::Off,
         }
+    }
+
+    /// `detect-zeroes=on|unmap`: writes of all-zero buffers become zero writes (with
+    /// deallocation for `unmap`).
+    pub fn set_detect_zeroes(&mut self, mode: super::options::DetectZeroes) {
+        self.detect_zeroes = mode;
     }
 
     fn layers(&self) -> RwLockReadGuard<'_, Vec<Arc<Layer>>> {
@@ -329,6 +351,13 @@ impl BlockNode {
     /// Writes `buf` at `off` into the active image.
     pub fn write_at(&self, off: u64, buf: &[u8]) -> BlockResult<()> {
         self.check_range(off, buf.len() as u64)?;
+        if self.detect_zeroes != super::options::DetectZeroes::Off
+            && !buf.is_empty()
+            && buf.iter().all(|&b| b == 0)
+        {
+            let unmap = self.detect_zeroes == super::options::DetectZeroes::Unmap;
+            return self.write_zeroes(off, buf.len() as u64, unmap);
+        }
         let top = self.writable_top()?;
         match &top.driver {
             ImageDriver::Raw(r) => r.write(off, buf)?,
@@ -386,7 +415,7 @@ impl BlockNode {
         let top = self.writable_top()?;
         match &top.driver {
             ImageDriver::Raw(r) => r.discard(off, len)?,
-            ImageDriver::Qcow2(q) => q.discard(off, len)?,
+            ImageDriver::Qcow2(q) => q.discard(off, len, self.chain_len() > 1)?,
         }
         self.after_write()
     }
@@ -424,7 +453,7 @@ impl BlockNode {
                     let m = if data {
                         LayerMapping::Data { host: off }
                     } else {
-                        LayerMapping::Zero
+                        LayerMapping::Zero { host: Some(off) }
                     };
                     (len, m)
                 }
@@ -439,26 +468,32 @@ impl BlockNode {
                     limit = len;
                     continue;
                 }
-                LayerMapping::Zero => {
+                LayerMapping::Zero { host } => {
                     return Ok(BlockStatus {
                         len,
                         depth: Some(depth),
                         zero: true,
                         data: false,
-                        host_offset: match layer.format() {
-                            ImageFormat::Raw => Some(off),
-                            ImageFormat::Qcow2 => None,
-                        },
+                        host_offset: host,
                     })
                 }
                 LayerMapping::Data { host } => {
+                    // Like QEMU, look through to the host file: preallocated clusters that
+                    // are still holes there read as zeros.
+                    let (zero, len) = match layer.format() {
+                        ImageFormat::Qcow2 => {
+                            let (is_data, run) = layer.file().data_run(host, len)?;
+                            (!is_data, run.min(len).max(1))
+                        }
+                        ImageFormat::Raw => (false, len),
+                    };
                     return Ok(BlockStatus {
                         len,
                         depth: Some(depth),
-                        zero: false,
+                        zero,
                         data: true,
                         host_offset: Some(host),
-                    })
+                    });
                 }
                 LayerMapping::Compressed { .. } => {
                     return Ok(BlockStatus {
@@ -515,6 +550,83 @@ impl BlockNode {
         let mut g = self.layers.write().unwrap_or_else(|p| p.into_inner());
         g.insert(0, Arc::new(overlay));
         Ok(())
+    }
+
+    /// `snapshot_blkdev` / `blockdev-snapshot-sync` in one call: creates a qcow2 overlay at
+    /// `path` whose header names `backing_name` (the current active image, as the overlay
+    /// should record it) and puts it on top of the chain without reopening the chain.
+    pub fn snapshot_to_new_overlay(&self, path: &Path, backing_name: &str) -> BlockResult<()> {
+        let top = self.layers()[0].clone();
+        let size = top.virtual_size()?;
+        super::create_overlay(path, backing_name, top.format(), size)?;
+        let opts = super::options::OpenOptions {
+            cache: self.cache,
+            no_backing: true,
+            ..Default::default()
+        };
+        let mut warnings = Vec::new();
+        let (layer, _) = super::open::open_layer(
+            path,
+            Some(ImageFormat::Qcow2),
+            self.read_only,
+            &opts,
+            &self.metadata_cache,
+            &super::options::Qcow2CacheOptions::default(),
+            &mut warnings,
+        )?;
+        self.push_overlay(layer)
+    }
+
+    /// One step of `block-stream`: copies into the active image every cluster of
+    /// `[off, off+len)` that it does not allocate itself but that layers `1..base_depth`
+    /// (above the base, which stays) do. Guest writes racing with this are never
+    /// overwritten. Returns the bytes copied. The active image must be qcow2.
+    pub fn stream_range(&self, base_depth: usize, off: u64, len: u64) -> BlockResult<u64> {
+        let size = self.check_range(off, len)?;
+        let top = self.writable_top()?;
+        let Some(q) = top.qcow2() else {
+            return Err(BlockError::Unsupported(
+                "block-stream needs a qcow2 active image".into(),
+            ));
+        };
+        let cs = q.cluster_size();
+        let mut pos = off & !(cs - 1);
+        let end = (off + len).min(size);
+        let mut copied = 0;
+        let mut buf = vec![0u8; cs as usize];
+        while pos < end {
+            let n = cs.min(size - pos);
+            let (above_base, _) = self.is_allocated_above(base_depth.saturating_sub(1), pos, n)?;
+            let top_ext = top.map(pos, n)?;
+            if above_base && top_ext.mapping == LayerMapping::Unallocated {
+                self.read_below(1, pos, &mut buf[..n as usize])?;
+                if q.write_if_unallocated(pos, &buf[..n as usize])? {
+                    copied += n;
+                }
+            }
+            pos += n;
+        }
+        Ok(copied)
+    }
+
+    /// The end of `block-stream`: the active image's header now names `base` (or nothing)
+    /// and the streamed layers leave the chain. `base_depth` is the base's index in the
+    /// chain (`chain_len()` when streaming everything).
+    pub fn finish_stream(
+        &self,
+        base_depth: usize,
+        base_name: Option<&str>,
+        base_format: Option<ImageFormat>,
+    ) -> BlockResult<()> {
+        let top = self.writable_top()?;
+        let Some(q) = top.qcow2() else {
+            return Err(BlockError::Unsupported(
+                "block-stream needs a qcow2 active image".into(),
+            ));
+        };
+        q.flush()?;
+        q.set_backing(base_name, base_format.map(|f| f.name()))?;
+        self.drop_intermediate_layers(base_depth)
     }
 
     /// Removes layers `1..until` from the chain (after `block-stream` copied their data

@@ -157,7 +157,7 @@ pub fn open_node(path: &Path, opts: &OpenOptions) -> BlockResult<BlockNode> {
             layers.push(layer);
         }
     }
-    Ok(BlockNode::from_layers(
-        node_name, layers, ro, opts.cache, cache, warnings,
-    ))
+    let mut node = BlockNode::from_layers(node_name, layers, ro, opts.cache, cache, warnings);
+    node.set_detect_zeroes(opts.detect_zeroes);
+    Ok(node)
 }

@@ -119,6 +119,23 @@ pub enum DetectZeroes {
     Unmap,
 }
 
+impl DetectZeroes {
+    /// Parses QEMU's values; `unmap` needs `discard=unmap`, as QEMU checks.
+    pub fn parse(s: &str, discard_unmap: bool) -> BlockResult<Self> {
+        match s {
+            "off" => Ok(DetectZeroes::Off),
+            "on" => Ok(DetectZeroes::On),
+            "unmap" if discard_unmap => Ok(DetectZeroes::Unmap),
+            "unmap" => Err(BlockError::InvalidOption(
+                "setting detect-zeroes to unmap is not allowed without setting discard operation to unmap".into(),
+            )),
+            _ => Err(BlockError::InvalidOption(format!(
+                "Parameter 'detect-zeroes' does not accept value '{s}'"
+            ))),
+        }
+    }
+}
+
 /// qcow2's metadata cache options (`l2-cache-size`, ...), all in bytes / seconds as QEMU takes
 /// them. `None` means "not given": QEMU's defaults are derived from the image.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

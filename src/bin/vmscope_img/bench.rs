@@ -110,7 +110,10 @@ pub fn bench(args: &[String]) -> CmdResult {
             let next = &next;
             let error = &error;
             s.spawn(move || {
-                let mut buf = vec![pattern; bufsize as usize];
+                // Aligned like QEMU's qemu_blockalign() buffers, so O_DIRECT needs no copy.
+                let mut aligned = vmscope::block::host_file::AlignedBuf::zeroed(bufsize as usize);
+                aligned.as_mut_slice().fill(pattern);
+                let buf = &mut aligned.as_mut_slice()[..bufsize as usize];
                 let mut rng = seed ^ (t.wrapping_mul(0x1234_5678_9abc));
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -125,9 +128,9 @@ pub fn bench(args: &[String]) -> CmdResult {
                         o % span
                     };
                     let r = if write {
-                        node.write_at(off, &buf)
+                        node.write_at(off, buf)
                     } else {
-                        node.read_at(off, &mut buf)
+                        node.read_at(off, buf)
                     };
                     let r = r.and_then(|_| {
                         if write && flush_interval > 0 && (i + 1).is_multiple_of(flush_interval) {

@@ -29,6 +29,10 @@ struct CreateSpec {
     /// (key, value) as printed in the `Formatting ...` line, QEMU's order.
     compat_given: Option<String>,
     prealloc_given: bool,
+    /// Values QEMU only rejects after printing the `Formatting` line: (shown text, error).
+    deferred_error: Option<String>,
+    compression_shown: Option<String>,
+    prealloc_shown: Option<String>,
 }
 
 fn bool_opt(k: &str, v: &str) -> Result<bool, CmdError> {
@@ -55,6 +59,9 @@ fn build_spec(
     };
     let mut compat_given = None;
     let mut prealloc_given = false;
+    let mut deferred_error = None;
+    let mut compression_shown = None;
+    let mut prealloc_shown = None;
     let mut raw_prealloc = None;
     for (k, v) in opts {
         let k = k.as_str();
@@ -65,12 +72,20 @@ fn build_spec(
                 })?
             }
             (ImageFormat::Raw, "preallocation") => {
-                raw_prealloc = Some(Preallocation::parse(v).map_err(|e| fail(e.to_string()))?);
                 prealloc_given = true;
+                prealloc_shown = Some(v.clone());
+                match Preallocation::parse(v) {
+                    Ok(p) => raw_prealloc = Some(p),
+                    Err(e) => deferred_error = Some(e.to_string()),
+                }
             }
             (ImageFormat::Qcow2, "preallocation") => {
-                q.preallocation = Preallocation::parse(v).map_err(|e| fail(e.to_string()))?;
                 prealloc_given = true;
+                prealloc_shown = Some(v.clone());
+                match Preallocation::parse(v) {
+                    Ok(p) => q.preallocation = p,
+                    Err(e) => deferred_error = Some(e.to_string()),
+                }
             }
             (ImageFormat::Qcow2, "cluster_size") => {
                 q.cluster_size = parse_size(v)
@@ -93,13 +108,14 @@ fn build_spec(
                     .map_err(|_| fail("Parameter 'refcount_bits' expects a number"))?
             }
             (ImageFormat::Qcow2, "compression_type") => {
-                q.compression_type = match v.as_str() {
-                    "zlib" => CompressionType::Zlib,
-                    "zstd" => CompressionType::Zstd,
+                compression_shown = Some(v.clone());
+                match v.as_str() {
+                    "zlib" => q.compression_type = CompressionType::Zlib,
+                    "zstd" => q.compression_type = CompressionType::Zstd,
                     _ => {
-                        return Err(fail(format!(
+                        deferred_error = Some(format!(
                             "Parameter 'compression-type' does not accept value '{v}'"
-                        )))
+                        ))
                     }
                 }
             }
@@ -124,6 +140,9 @@ fn build_spec(
         raw_prealloc,
         compat_given,
         prealloc_given,
+        deferred_error,
+        compression_shown,
+        prealloc_shown,
     })
 }
 
@@ -132,8 +151,8 @@ fn formatting_line(filename: &str, s: &CreateSpec) -> String {
     match s.format {
         ImageFormat::Raw => {
             let mut l = format!("Formatting '{filename}', fmt=raw size={}", q.size);
-            if let Some(p) = s.raw_prealloc {
-                l += &format!(" preallocation={}", p.name());
+            if let Some(p) = &s.prealloc_shown {
+                l += &format!(" preallocation={p}");
             }
             l
         }
@@ -143,11 +162,18 @@ fn formatting_line(filename: &str, s: &CreateSpec) -> String {
                 q.cluster_size
             );
             if s.prealloc_given {
-                l += &format!(" preallocation={}", q.preallocation.name());
+                l += &format!(
+                    " preallocation={}",
+                    s.prealloc_shown
+                        .as_deref()
+                        .unwrap_or(q.preallocation.name())
+                );
             }
             l += &format!(
                 " compression_type={} size={}",
-                q.compression_type.name(),
+                s.compression_shown
+                    .as_deref()
+                    .unwrap_or(q.compression_type.name()),
                 q.size
             );
             if let Some(c) = &s.compat_given {
@@ -171,6 +197,9 @@ fn formatting_line(filename: &str, s: &CreateSpec) -> String {
 
 /// Creates an image file per `spec` (no output).
 fn create_image(filename: &str, spec: &CreateSpec) -> Result<(), CmdError> {
+    if let Some(e) = &spec.deferred_error {
+        return Err(fail(format!("{filename}: {e}")));
+    }
     let path = Path::new(filename);
     let err = |e: vmscope::block::BlockError| fail(format!("{filename}: {e}"));
     match spec.format {
@@ -275,9 +304,6 @@ pub fn create(args: &[String]) -> CmdResult {
                     }
                 }
                 Err(e) => {
-                    if !quiet {
-                        println!("{}", formatting_line(&filename, &spec));
-                    }
                     return Err(fail(format!(
                         "{filename}: {e}\nCould not open backing image."
                     )));
@@ -629,11 +655,20 @@ pub fn commit(args: &[String]) -> CmdResult {
         let (alloc, n) = top
             .is_allocated_above(base_idx - 1, pos, (size - pos).min(1 << 20))
             .map_err(|e| fail(e.to_string()))?;
+        let mut n = n;
         if alloc {
-            buf.resize(n as usize, 0);
-            top.read_at(pos, &mut buf)
-                .map_err(|e| fail(e.to_string()))?;
-            base.write_at(pos, &buf).map_err(|e| fail(e.to_string()))?;
+            let st = top.block_status(pos, n).map_err(|e| fail(e.to_string()))?;
+            n = n.min(st.len);
+            if st.zero {
+                // Zero clusters stay zero clusters, as QEMU commits them.
+                base.write_zeroes(pos, n, false)
+                    .map_err(|e| fail(e.to_string()))?;
+            } else {
+                buf.resize(n as usize, 0);
+                top.read_at(pos, &mut buf)
+                    .map_err(|e| fail(e.to_string()))?;
+                base.write_at(pos, &buf).map_err(|e| fail(e.to_string()))?;
+            }
         }
         pos += n;
         progress.update(pos, size);
@@ -816,9 +851,10 @@ pub fn resize(args: &[String]) -> CmdResult {
         parse_size(&size_s).ok_or_else(bad)?
     };
     if new < cur && !p.has("shrink") {
-        return Err(fail(
-            "Use the --shrink option to perform a shrink operation.",
-        ));
+        return Err(fail(format!(
+            "Use the --shrink option to perform a shrink operation.\n{}: warning: Shrinking an image will delete all data beyond the shrunken image's end. Before performing such an operation, make sure there is no important data there.",
+            super::prog()
+        )));
     }
     node.resize(new)
         .map_err(|e| fail(format!("Error resizing image: {e}")))?;

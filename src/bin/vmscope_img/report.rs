@@ -296,11 +296,18 @@ const CHECK_SPEC: &[OptSpec] = &[
 ];
 
 fn check_json(r: &qcow2::CheckReport, filename: &str, total: u64) -> Value {
+    // QEMU's (hash) order of the keys, reproduced for byte-identical output.
     let mut m = Map::new();
     m.insert("image-end-offset".into(), json!(r.image_end_offset));
+    if r.compressed_clusters > 0 {
+        m.insert("compressed-clusters".into(), json!(r.compressed_clusters));
+    }
     m.insert("total-clusters".into(), json!(total));
     if r.corruptions_after > 0 {
         m.insert("corruptions".into(), json!(r.corruptions_after));
+    }
+    if r.corruptions_fixed > 0 {
+        m.insert("corruptions-fixed".into(), json!(r.corruptions_fixed));
     }
     m.insert("check-errors".into(), json!(r.check_errors));
     if r.leaks_after > 0 {
@@ -309,18 +316,14 @@ fn check_json(r: &qcow2::CheckReport, filename: &str, total: u64) -> Value {
     if r.leaks_fixed > 0 {
         m.insert("leaks-fixed".into(), json!(r.leaks_fixed));
     }
-    if r.corruptions_fixed > 0 {
-        m.insert("corruptions-fixed".into(), json!(r.corruptions_fixed));
-    }
-    m.insert("allocated-clusters".into(), json!(r.allocated_clusters));
-    if r.fragmented_clusters > 0 {
-        m.insert("fragmented-clusters".into(), json!(r.fragmented_clusters));
-    }
-    if r.compressed_clusters > 0 {
-        m.insert("compressed-clusters".into(), json!(r.compressed_clusters));
+    if r.allocated_clusters > 0 {
+        m.insert("allocated-clusters".into(), json!(r.allocated_clusters));
     }
     m.insert("filename".into(), json!(filename));
     m.insert("format".into(), json!("qcow2"));
+    if r.fragmented_clusters > 0 {
+        m.insert("fragmented-clusters".into(), json!(r.fragmented_clusters));
+    }
     Value::Object(m)
 }
 
@@ -538,7 +541,12 @@ pub fn map(args: &[String]) -> CmdResult {
         println!("[{}]", lines.join(",\n"));
     } else {
         println!("{:<16}{:<16}{:<16}File", "Offset", "Length", "Mapped to");
-        for e in entries.iter().filter(|e| e.data && e.offset.is_some()) {
+        for e in entries.iter().filter(|e| e.data) {
+            if e.offset.is_none() {
+                return Err(fail(
+                    "File contains external, encrypted or compressed clusters.",
+                ));
+            }
             println!(
                 "{:<16}{:<16}{:<16}{}",
                 hex_alt(e.start),

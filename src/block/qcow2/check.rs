@@ -86,6 +86,7 @@ fn check_locked(
             "Image file too large for vmscope's consistency check".into(),
         ));
     }
+    img.ensure_reftable(st)?;
     let h = Qcow2Image::state_header(st).clone();
     let l1 = Qcow2Image::state_l1(st).to_vec();
     let mut cnt = Counter {

@@ -256,7 +256,9 @@ impl Header {
         }
         if h.backing_file_offset != 0 {
             if h.backing_file_size > MAX_BACKING_NAME
-                || h.backing_file_offset + h.backing_file_size as u64 > cluster_size
+                || h.backing_file_offset
+                    .saturating_add(h.backing_file_size as u64)
+                    > cluster_size
             {
                 return Err(corrupt("Backing file name too long"));
             }

@@ -64,6 +64,7 @@ pub(super) struct State {
     l1: Vec<u64>,
     l1_dirty: bool,
     reftable: Vec<u64>,
+    reftable_loaded: bool,
     /// First cluster index that may be free.
     free_hint: u64,
     /// Highest cluster end ever allocated (bytes); the file may be shorter until written.
@@ -76,6 +77,11 @@ pub(super) struct State {
     punch_after_free: bool,
     dirty_bit_on_disk: bool,
     last_decompressed: Option<(u64, Vec<u8>)>,
+    /// Where the next compressed cluster may be appended (inside a partly used cluster).
+    compressed_cursor: Option<u64>,
+    /// Guest clusters whose new host cluster is being written outside the lock; other
+    /// requests touching them wait (`alloc_done`) so no write is lost.
+    allocating: std::collections::HashSet<u64>,
 }
 
 /// An open qcow2 image.
@@ -92,6 +98,10 @@ pub struct Qcow2Image {
     compression: CompressionType,
     snapshots: Vec<InternalSnapshot>,
     state: Mutex<State>,
+    /// Held shared by data writes done outside `state`; taken exclusively before freed
+    /// clusters become reusable.
+    inflight: std::sync::RwLock<()>,
+    alloc_done: std::sync::Condvar,
 }
 
 fn corrupt(msg: impl Into<String>) -> BlockError {
@@ -243,7 +253,7 @@ impl Qcow2Image {
         }
         if h.l1_size > 0
             && (h.l1_table_offset % cluster_size != 0
-                || h.l1_table_offset + h.l1_size as u64 * 8 > file_len)
+                || h.l1_table_offset.saturating_add(h.l1_size as u64 * 8) > file_len)
         {
             return Err(corrupt("Invalid L1 table offset"));
         }
@@ -261,17 +271,14 @@ impl Qcow2Image {
         }
         if h.refcount_table_clusters == 0
             || h.refcount_table_offset % cluster_size != 0
-            || h.refcount_table_offset + rt_bytes > file_len.div_ceil(cluster_size) * cluster_size
+            || h.refcount_table_offset.saturating_add(rt_bytes)
+                > file_len.div_ceil(cluster_size) * cluster_size
         {
             return Err(corrupt("Invalid reference count table offset"));
         }
-        let mut rt = vec![0u8; rt_bytes as usize];
-        file.read_at(&mut rt, h.refcount_table_offset)?;
-        let reftable: Vec<u64> = rt
-            .chunks_exact(8)
-            .map(|c| u64::from_be_bytes(c.try_into().expect("8")))
-            .collect();
-        drop(rt);
+        // Read-only images (every backing layer) never consult their refcounts, so the
+        // table is loaded on first use: a long chain costs no refcount memory per layer.
+        let reftable: Vec<u64> = Vec::new();
         // Snapshot table.
         if h.nb_snapshots > header::MAX_SNAPSHOTS {
             return Err(corrupt("Too many snapshots"));
@@ -318,16 +325,21 @@ impl Qcow2Image {
             snapshots,
             cache,
             cache_id,
+            inflight: std::sync::RwLock::new(()),
+            alloc_done: std::sync::Condvar::new(),
             state: Mutex::new(State {
                 l1,
                 l1_dirty: false,
                 reftable,
+                reftable_loaded: false,
                 free_hint: 0,
                 alloc_end: file_len.div_ceil(cluster_size) * cluster_size,
                 pending_free: Vec::new(),
                 punch_after_free: true,
                 dirty_bit_on_disk: dirty,
                 last_decompressed: None,
+                compressed_cursor: None,
+                allocating: std::collections::HashSet::new(),
                 header: h,
             }),
             file,
@@ -344,6 +356,18 @@ impl Qcow2Image {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until no request is allocating guest cluster `cluster` (its start offset).
+    fn wait_for_allocation<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        cluster: u64,
+    ) -> MutexGuard<'a, State> {
+        while st.allocating.contains(&cluster) {
+            st = self.alloc_done.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        st
     }
 
     pub fn file(&self) -> &HostFile {
@@ -380,8 +404,10 @@ impl Qcow2Image {
     pub fn l1_table(&self) -> Vec<u64> {
         self.lock().l1.clone()
     }
-    pub fn refcount_table(&self) -> Vec<u64> {
-        self.lock().reftable.clone()
+    pub fn refcount_table(&self) -> BlockResult<Vec<u64>> {
+        let mut st = self.lock();
+        self.ensure_reftable(&mut st)?;
+        Ok(st.reftable.clone())
     }
 
     // ----- mapping -----
@@ -416,7 +442,10 @@ impl Qcow2Image {
     }
 
     fn load_table(&self, st: &State, off: u64, len: u64, what: &str) -> BlockResult<Box<[u8]>> {
-        if off + len > self.file.len()?.max(st.alloc_end) {
+        if off
+            .checked_add(len)
+            .is_none_or(|e| e > self.file.len().unwrap_or(0).max(st.alloc_end))
+        {
             return Err(corrupt(format!(
                 "{what} at offset {off:#x} is past the end of the image file"
             )));
@@ -530,7 +559,11 @@ impl Qcow2Image {
             let m = self.decode_entry(version, self.l2_entry(&mut st, next_g)?)?;
             let same = match (first, m) {
                 (ClusterMapping::Unallocated, ClusterMapping::Unallocated) => true,
-                (ClusterMapping::Zero { .. }, ClusterMapping::Zero { .. }) => true,
+                (ClusterMapping::Zero { host: None }, ClusterMapping::Zero { host: None }) => true,
+                (
+                    ClusterMapping::Zero { host: Some(h0) },
+                    ClusterMapping::Zero { host: Some(h) },
+                ) => h == h0 + (next_g - (g - in_cluster)),
                 (
                     ClusterMapping::Data {
                         host: h0,
@@ -601,7 +634,25 @@ impl Qcow2Image {
         self.cluster_bits + 3 - self.refcount_order
     }
 
-    fn refblock_offset(&self, st: &State, cluster: u64) -> BlockResult<Option<u64>> {
+    /// Loads the refcount table on first use.
+    pub(super) fn ensure_reftable(&self, st: &mut State) -> BlockResult<()> {
+        if st.reftable_loaded {
+            return Ok(());
+        }
+        let h = &st.header;
+        let rt_bytes = h.refcount_table_clusters as u64 * self.cluster_size;
+        let mut rt = vec![0u8; rt_bytes as usize];
+        self.file.read_at(&mut rt, h.refcount_table_offset)?;
+        st.reftable = rt
+            .chunks_exact(8)
+            .map(|c| u64::from_be_bytes(c.try_into().expect("8")))
+            .collect();
+        st.reftable_loaded = true;
+        Ok(())
+    }
+
+    fn refblock_offset(&self, st: &mut State, cluster: u64) -> BlockResult<Option<u64>> {
+        self.ensure_reftable(st)?;
         let b = cluster >> self.rb_bits();
         match st.reftable.get(b as usize) {
             None => Ok(None),
@@ -720,12 +771,13 @@ impl Qcow2Image {
         ];
         ranges
             .iter()
-            .any(|&(s, l)| l > 0 && off < s + l && s < off + len)
+            .any(|&(s, l)| l > 0 && off < s.saturating_add(l) && s < off.saturating_add(len))
     }
 
     /// Allocates `n` contiguous clusters with refcount 1 (in the cache; durable before any
     /// reference by the flush order). Returns the host offset.
     pub(super) fn alloc_clusters(&self, st: &mut State, n: u64) -> BlockResult<u64> {
+        self.ensure_reftable(st)?;
         'retry: loop {
             // Find a free run.
             let mut start = st.free_hint.max(1);
@@ -1017,6 +1069,7 @@ impl Qcow2Image {
             let in_cluster = cur - cluster_start;
             let n = ((cs - in_cluster) as usize).min(buf.len() - pos);
             let part = &buf[pos..pos + n];
+            st = self.wait_for_allocation(st, cluster_start);
             let old = self.decode_entry(version, self.l2_entry(&mut st, cur)?)?;
             match old {
                 ClusterMapping::Data { host, copied: true } => {
@@ -1027,7 +1080,15 @@ impl Qcow2Image {
                             "Preventing invalid write on metadata (data cluster at {host:#x} overlaps the header or a table)"
                         )));
                     }
-                    self.file.write_at(part, host + in_cluster)?;
+                    // The common case, a rewrite in place, runs without the metadata lock so
+                    // that requests proceed in parallel. The in-flight guard keeps the cluster
+                    // from being freed (and reused) until the write has landed.
+                    let inflight = self.inflight.read().unwrap_or_else(|p| p.into_inner());
+                    drop(st);
+                    let r = self.file.write_at(part, host + in_cluster);
+                    drop(inflight);
+                    st = self.lock();
+                    r?;
                 }
                 _ => {
                     let full = n as u64 == cs;
@@ -1060,12 +1121,49 @@ impl Qcow2Image {
                         }
                         _ => None,
                     };
+                    if reuse.is_none() {
+                        // The L2 table first, then the data cluster: QEMU's allocation order,
+                        // so converted images get the same layout.
+                        let l1_index =
+                            (cluster_start >> (self.cluster_bits + self.l2_bits)) as usize;
+                        self.writable_l2(&mut st, l1_index)?;
+                    }
                     let host = match reuse {
                         Some(h) => h,
                         None => self.alloc_clusters(&mut st, 1)?,
                     };
-                    self.file.write_at(payload, host)?;
-                    self.set_l2_entry(&mut st, cluster_start, host | OFLAG_COPIED)?;
+                    // When everything around the written bytes is zero (nothing below, or
+                    // zeros below), zero the cluster cheaply instead of writing a buffer of
+                    // zeros, as QEMU does: nothing at all past the end of the file, a
+                    // fallocate(ZERO_RANGE) inside it (the cluster may hold stale data).
+                    let ic = in_cluster as usize;
+                    let cow_is_zero = !full
+                        && reuse.is_none()
+                        && data[..ic].iter().all(|&b| b == 0)
+                        && data[ic + n..].iter().all(|&b| b == 0);
+                    // The data goes to the new cluster without the lock (nothing references
+                    // it yet); requests for the same guest cluster wait until the L2 entry
+                    // is set, after the data, so none of their writes is lost.
+                    st.allocating.insert(cluster_start);
+                    let file_len = self.file.len();
+                    drop(st);
+                    let r = (|| {
+                        if cow_is_zero {
+                            if host < file_len? {
+                                self.file.write_zeroes(host, cs)?;
+                            }
+                            self.file.write_at(part, host + in_cluster)
+                        } else {
+                            self.file.write_at(payload, host)
+                        }
+                    })();
+                    st = self.lock();
+                    let r = r.and_then(|_| {
+                        self.set_l2_entry(&mut st, cluster_start, host | OFLAG_COPIED)
+                    });
+                    st.allocating.remove(&cluster_start);
+                    self.alloc_done.notify_all();
+                    r?;
                     if reuse.is_none() {
                         self.release_old(&mut st, old);
                     }
@@ -1085,6 +1183,33 @@ impl Qcow2Image {
         Ok(())
     }
 
+    /// Copy-up for streaming: writes `data` (what the backing chain shows for the whole
+    /// cluster at `g`) only if the cluster is still unallocated here, atomically with respect
+    /// to guest writes, so a guest write made meanwhile is never overwritten. Returns whether
+    /// it wrote.
+    pub fn write_if_unallocated(&self, g: u64, data: &[u8]) -> BlockResult<bool> {
+        self.check_writable()?;
+        let cs = self.cluster_size;
+        let st = self.lock();
+        let size = st.header.size;
+        if !g.is_multiple_of(cs) || data.len() as u64 != cs.min(size.saturating_sub(g)) {
+            return Err(BlockError::InvalidOption(
+                "copy-up must cover exactly one cluster".into(),
+            ));
+        }
+        let version = st.header.version;
+        let mut st = self.wait_for_allocation(st, g);
+        if self.decode_entry(version, self.l2_entry(&mut st, g)?)? != ClusterMapping::Unallocated {
+            return Ok(false);
+        }
+        let l1_index = (g >> (self.cluster_bits + self.l2_bits)) as usize;
+        self.writable_l2(&mut st, l1_index)?;
+        let host = self.alloc_clusters(&mut st, 1)?;
+        self.file.write_at(data, host)?;
+        self.set_l2_entry(&mut st, g, host | OFLAG_COPIED)?;
+        Ok(true)
+    }
+
     /// Writes one whole cluster compressed (as `qemu-img convert -c` / `write -c`). The
     /// cluster must be unallocated in this image.
     pub fn write_compressed(&self, g: u64, data: &[u8]) -> BlockResult<()> {
@@ -1101,7 +1226,7 @@ impl Qcow2Image {
                 Ok(())
             });
         };
-        let mut st = self.lock();
+        let mut st = self.wait_for_allocation(self.lock(), g);
         let version = st.header.version;
         let old = self.decode_entry(version, self.l2_entry(&mut st, g)?)?;
         if !matches!(
@@ -1113,12 +1238,28 @@ impl Qcow2Image {
                 "Compressed write to an allocated cluster".into(),
             ));
         }
-        // Allocate whole clusters for the compressed bytes; the unused tail is a small waste
-        // QEMU avoids by packing, which keeps our allocator simple.
-        let nclusters = (comp.len() as u64).div_ceil(cs);
-        let host = self.alloc_clusters(&mut st, nclusters)?;
+        // Pack compressed clusters back to back as QEMU does: continue in the cluster the
+        // previous one ended in when the bytes fit there (that cluster gains a reference).
+        let len = comp.len() as u64;
+        let mut host = None;
+        if let Some(cur) = st.compressed_cursor {
+            let cluster = cur & !(cs - 1);
+            let fits = cur + len <= cluster + cs;
+            let live = self.get_refcount(&mut st, cluster >> self.cluster_bits)? > 0;
+            if fits && live && self.update_refcounts(&mut st, cluster, 1, 1).is_ok() {
+                host = Some(cur);
+            }
+        }
+        let l1_index = (g >> (self.cluster_bits + self.l2_bits)) as usize;
+        self.writable_l2(&mut st, l1_index)?;
+        let host = match host {
+            Some(h) => h,
+            None => self.alloc_clusters(&mut st, len.div_ceil(cs))?,
+        };
         self.file.write_at(&comp, host)?;
-        let nb_sectors = (comp.len() as u64).div_ceil(512);
+        let end = host + len;
+        st.compressed_cursor = (!end.is_multiple_of(cs)).then_some(end);
+        let nb_sectors = ((end - 1) >> 9) - (host >> 9) + 1;
         let shift = 62 - (self.cluster_bits - 8);
         let entry = OFLAG_COMPRESSED | ((nb_sectors - 1) << shift) | host;
         self.set_l2_entry(&mut st, g, entry)
@@ -1157,7 +1298,7 @@ impl Qcow2Image {
                 let zeros = vec![0u8; n as usize];
                 self.write(pos, &zeros, backing_read)?;
             } else {
-                let mut st = self.lock();
+                let mut st = self.wait_for_allocation(self.lock(), pos);
                 let old = self.decode_entry(version, self.l2_entry(&mut st, pos)?)?;
                 let keep = if unmap {
                     None
@@ -1183,9 +1324,9 @@ impl Qcow2Image {
     }
 
     /// Discards whole clusters of `[g, g+len)` (partial clusters are left alone, as QEMU
-    /// does). With `backing_visible` (v2 images) discarded clusters show the backing file;
-    /// on v3 they read as zeros.
-    pub fn discard(&self, g: u64, len: u64) -> BlockResult<()> {
+    /// does). On v2 images discarded clusters show the backing file again; on v3 they read
+    /// as zeros.
+    pub fn discard(&self, g: u64, len: u64, has_backing: bool) -> BlockResult<()> {
         self.check_writable()?;
         let mut st = self.lock();
         let size = st.header.size;
@@ -1205,9 +1346,12 @@ impl Qcow2Image {
             if cluster_end > end {
                 break;
             }
+            st = self.wait_for_allocation(st, pos);
             let old = self.decode_entry(version, self.l2_entry(&mut st, pos)?)?;
+            // On v3 a discarded range reads back as zeros, so an unallocated cluster over a
+            // backing file gets the zero flag too (QEMU does the same).
             let allocated = !matches!(old, ClusterMapping::Unallocated);
-            if allocated {
+            if allocated || (has_backing && version >= 3) {
                 let entry = if version >= 3 { OFLAG_ZERO } else { 0 };
                 if !(matches!(old, ClusterMapping::Zero { host: None })) {
                     self.set_l2_entry(&mut st, pos, entry)?;
@@ -1293,7 +1437,11 @@ impl Qcow2Image {
         if !st.pending_free.is_empty() {
             // The references are gone on disk once this barrier returns.
             self.file.barrier()?;
+            // No write to a cluster about to be freed may still be in flight.
+            let _no_inflight = self.inflight.write().unwrap_or_else(|p| p.into_inner());
             let frees = std::mem::take(&mut st.pending_free);
+            // The cluster the cursor points into may be among the freed ones.
+            st.compressed_cursor = None;
             for &(off, n) in &frees {
                 self.update_refcounts(st, off, n, -1)?;
             }
@@ -1449,6 +1597,7 @@ impl Qcow2Image {
         st.header.refcount_table_offset = table_off;
         st.header.refcount_table_clusters = clusters as u32;
         st.reftable = table;
+        st.reftable_loaded = true;
         st.free_hint = 0;
         self.cache.drop_clean(self.cache_id);
         Ok(())
