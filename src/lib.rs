@@ -20,10 +20,5 @@ pub mod trace;
 pub fn program_name() -> String {
     std::env::args_os()
         .next()
-        .and_then(|arg0| {
-            std::path::Path::new(&arg0)
-                .file_name()
-                .map(|name| name.to_string_lossy().into_owned())
-        })
-        .unwrap_or_else(|| "vmscope".to_string())
+        .map_or_else(|| "vmscope".to_string(), |arg0| cli::program_name(&arg0))
 }

@@ -48,6 +48,15 @@ fn segment(selector: u16, type_: u8, long: bool) -> kvm_segment {
     }
 }
 
+/// Loads the same descriptor into every data segment register.
+fn set_data_segments(sregs: &mut kvm_sregs, data: kvm_segment) {
+    sregs.ds = data;
+    sregs.es = data;
+    sregs.fs = data;
+    sregs.gs = data;
+    sregs.ss = data;
+}
+
 /// Puts the boot vCPU at `entry` with the processor mode its protocol requires.
 pub fn set_boot_state(
     vcpu: &VcpuFd,
@@ -65,12 +74,7 @@ pub fn set_boot_state(
     sregs.gdt.limit = (gdt.len() - 1) as u16;
     sregs.idt.base = 0;
     sregs.idt.limit = 0;
-    let data = segment(SELECTOR_DATA, 0x3, false);
-    sregs.ds = data;
-    sregs.es = data;
-    sregs.fs = data;
-    sregs.gs = data;
-    sregs.ss = data;
+    set_data_segments(&mut sregs, segment(SELECTOR_DATA, 0x3, false));
     sregs.tr = kvm_segment {
         limit: 0x67,
         g: 0,
@@ -133,12 +137,7 @@ fn set_reset_state(vcpu: &VcpuFd) -> Result<(), RegsError> {
     };
     let mut sregs: kvm_sregs = vcpu.get_sregs()?;
     sregs.cs = real_mode(0xf000, 0xffff_0000, 0xb);
-    let data = real_mode(0, 0, 0x3);
-    sregs.ds = data;
-    sregs.es = data;
-    sregs.fs = data;
-    sregs.gs = data;
-    sregs.ss = data;
+    set_data_segments(&mut sregs, real_mode(0, 0, 0x3));
     sregs.tr = kvm_segment {
         s: 0,
         ..real_mode(0, 0, 0xb)
