@@ -58,6 +58,16 @@ pub struct Config {
     pub boot: BootConfig,
     /// `-L DIR`: where firmware files are looked for first.
     pub data_dirs: Vec<PathBuf>,
+    /// Drives (`-drive`, `-hda`, `-cdrom`...), in command-line order.
+    pub drives: Vec<DriveConfig>,
+}
+
+/// One drive to open, and the option it came from (QEMU prefixes open errors with it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DriveConfig {
+    pub spec: crate::block::drive::DriveSpec,
+    /// The argv text of the option (`-drive file=...`), `None` for drives made up by default.
+    pub origin: Option<String>,
 }
 
 /// What the firmware is told about booting (`-boot order=,reboot-timeout=`).

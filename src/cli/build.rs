@@ -20,7 +20,7 @@ use super::drive::{self, DriveCheck, DriveOptions, DriveTable};
 use super::error::{CliError, ErrorKind, Location, Warning};
 use super::machine::{self, MachineChoice};
 use super::Console;
-use crate::config::{Config, DebugconConfig, KernelBoot, MonitorConfig, MonitorMode};
+use crate::config::{Config, DebugconConfig, DriveConfig, KernelBoot, MonitorConfig, MonitorMode};
 
 /// What the command line describes, before vmscope's refusals are applied.
 #[derive(Debug)]
@@ -133,14 +133,21 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
     }
     let mut drive_table = DriveTable::default();
     let mut drives = Vec::new();
+    let mut drive_configs = Vec::new();
     for opts in &cl.drives.entries {
         match drive_table.check(opts, console)? {
             DriveCheck::Valid(d) => {
-                let location = opts.location.clone();
-                cl.unsupported.push(CliError::at(
-                    &location,
-                    ErrorKind::Unsupported(drive::unsupported_reason(&d)),
-                ));
+                match drive::to_spec(&d) {
+                    Ok(spec) => drive_configs.push(DriveConfig {
+                        spec,
+                        origin: opts.location.text(),
+                    }),
+                    Err(what) => {
+                        let location = opts.location.clone();
+                        cl.unsupported
+                            .push(CliError::at(&location, ErrorKind::Unsupported(what)));
+                    }
+                }
                 drives.push(*d);
             }
             // QEMU exits with status 0 after printing the format list.
@@ -355,6 +362,7 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
         debugcons,
         boot: props.boot,
         data_dirs: cl.data_dirs.iter().map(PathBuf::from).collect(),
+        drives: drive_configs,
     };
     Ok(Built::Parsed(Box::new(Parsed {
         config,

@@ -283,7 +283,8 @@ impl Location {
         self.words.is_empty()
     }
 
-    fn text(&self) -> Option<String> {
+    /// The words as QEMU prints them before a message (`-drive file=x`).
+    pub fn text(&self) -> Option<String> {
         if self.words.is_empty() {
             None
         } else {

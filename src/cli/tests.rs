@@ -182,7 +182,7 @@ fn launch_vm_sh() {
     assert_eq!(
         refusal(&p),
         format!(
-            "qemu-system-x86_64: -drive {drive}: not supported yet by vmscope (block devices)\n"
+            "qemu-system-x86_64: -drive {drive}: not supported yet by vmscope (IDE drives (if=ide))\n"
         )
     );
     let refused: Vec<String> = p.refusals.iter().map(|e| e.to_string()).collect();
@@ -704,6 +704,7 @@ fn a_fully_supported_line_gives_the_whole_config() {
         debugcons: Vec::new(),
         boot: Default::default(),
         data_dirs: Vec::new(),
+        drives: Vec::new(),
     };
     assert_eq!(c, expected);
     assert!(console.captured_warnings().is_empty());

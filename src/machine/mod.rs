@@ -30,6 +30,7 @@ use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::block::drive::DriveSet;
 use crate::config::{Config, KernelBoot};
 use crate::hw::bus::PioBus;
 use crate::hw::i8042::{ResetTrigger, I8042, I8042_BASE, I8042_PORT_COUNT};
@@ -182,6 +183,8 @@ pub struct Machine {
     /// Interrupt controller and PIT state right after creation, restored on reset.
     initial_irqchips: Vec<kvm_bindings::kvm_irqchip>,
     initial_pit: kvm_bindings::kvm_pit_state2,
+    /// The drives the disk controllers use.
+    drives: Arc<DriveSet>,
 }
 
 impl Machine {
@@ -193,15 +196,23 @@ impl Machine {
         serial_output: Box<dyn Write + Send>,
         serial_rx_space: Box<dyn Fn() + Send + Sync>,
     ) -> Result<Machine, MachineError> {
-        Machine::with_debugcons(config, serial_output, serial_rx_space, Vec::new())
+        Machine::with_debugcons(
+            config,
+            serial_output,
+            serial_rx_space,
+            Vec::new(),
+            Arc::new(DriveSet::default()),
+        )
     }
 
-    /// [`Machine::new`] with one output per `config.debugcons` entry, in order.
+    /// [`Machine::new`] with one output per `config.debugcons` entry, in order, and the
+    /// opened drives (`config.drives`) for the disk controllers.
     pub fn with_debugcons(
         config: &Config,
         serial_output: Box<dyn Write + Send>,
         serial_rx_space: Box<dyn Fn() + Send + Sync>,
         debugcon_outputs: Vec<Box<dyn Write + Send>>,
+        drives: Arc<DriveSet>,
     ) -> Result<Machine, MachineError> {
         if debugcon_outputs.len() != config.debugcons.len() {
             return Err(MachineError::DebugconOutputs {
@@ -442,6 +453,7 @@ impl Machine {
             run_state: Mutex::new(RunState::Prelaunch),
             initial_irqchips,
             initial_pit,
+            drives,
         })
     }
 
@@ -466,6 +478,11 @@ impl Machine {
             self.resume().map_err(MachineError::Start)?;
         }
         Ok(())
+    }
+
+    /// The drives the machine's disk controllers use.
+    pub fn drives(&self) -> &Arc<DriveSet> {
+        &self.drives
     }
 
     /// The host thread id of each vCPU thread, by vCPU index (empty before `start`).
