@@ -2,7 +2,9 @@
 
 pub mod bus;
 pub mod i8042;
+pub mod irq;
 pub mod pc;
 pub mod pci;
 pub mod pm;
+pub mod ps2;
 pub mod serial;

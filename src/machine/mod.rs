@@ -33,7 +33,10 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::block::drive::DriveSet;
 use crate::config::{Config, KernelBoot};
 use crate::hw::bus::PioBus;
-use crate::hw::i8042::{ResetTrigger, I8042, I8042_BASE, I8042_PORT_COUNT};
+use crate::hw::i8042::{
+    ResetTrigger, I8042, I8042_BASE, I8042_PORT_COUNT, KEYBOARD_IRQ, MOUSE_IRQ,
+};
+use crate::hw::irq::KvmIrqLine;
 use crate::hw::pc::chipset::{Chipset, ChipsetParts};
 use crate::hw::pc::debugcon::DebugCon;
 use crate::hw::pc::piix4_pm::DIRECT_BOOT_PM_BASE;
@@ -185,6 +188,8 @@ pub struct Machine {
     initial_pit: kvm_bindings::kvm_pit_state2,
     /// The drives the disk controllers use.
     drives: Arc<DriveSet>,
+    /// Reset with the machine (SeaBIOS probes it again at every boot).
+    i8042: Arc<I8042>,
 }
 
 impl Machine {
@@ -288,13 +293,12 @@ impl Machine {
         let mut pio = PioBus::new();
         pio.register(COM1_BASE, UART_PORT_COUNT, serial.clone())?;
         let reset_events = event_sink.clone();
-        pio.register(
-            I8042_BASE,
-            I8042_PORT_COUNT,
-            Arc::new(I8042::new(ResetTrigger(Box::new(move || {
-                reset_events.send(MachineEvent::Reset)
-            })))),
-        )?;
+        let i8042 = Arc::new(I8042::new(
+            ResetTrigger(Box::new(move || reset_events.send(MachineEvent::Reset))),
+            Arc::new(KvmIrqLine::new(vm.clone(), KEYBOARD_IRQ)),
+            Arc::new(KvmIrqLine::new(vm.clone(), MOUSE_IRQ)),
+        ));
+        pio.register(I8042_BASE, I8042_PORT_COUNT, i8042.clone())?;
         let poweroff_events = event_sink.clone();
         let pm_block = Arc::new(PowerManagement::new(Box::new(move || {
             poweroff_events.send(MachineEvent::PowerOff)
@@ -454,6 +458,7 @@ impl Machine {
             initial_irqchips,
             initial_pit,
             drives,
+            i8042,
         })
     }
 
@@ -607,6 +612,7 @@ impl Machine {
             .map_err(kvm_err("resetting the PIT"))?;
         // A remap KVM refuses is reported as an internal error (see `report_errors_to`).
         self.chipset.reset();
+        self.i8042.reset();
         if let Some(kernel_boot) = &self.kernel_boot {
             let entry = boot::load_kernel(
                 &self.shared.memory,
