@@ -19,6 +19,7 @@ use super::display;
 use super::drive::{self, DriveCheck, DriveOptions, DriveTable};
 use super::error::{CliError, ErrorKind, Location, Warning};
 use super::machine::{self, MachineChoice};
+use super::other_options;
 use super::Console;
 use crate::config::{Config, DebugconConfig, DriveConfig, KernelBoot, MonitorConfig, MonitorMode};
 
@@ -78,6 +79,16 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
         console.print(&device::device_help(VMSCOPE_DEVICES));
         return Ok(Built::Exit(0));
     }
+
+    // configure_rtc
+    let rtc = match other_options::configure_rtc(&cl.rtc)? {
+        other_options::RtcRequest::Settings(rtc) => rtc,
+        other_options::RtcRequest::Unsupported(what) => {
+            let location = cl.rtc_location.clone();
+            cl.unsupported_at(&location, &what);
+            Default::default()
+        }
+    };
 
     // parse_memory_options, qemu_create_machine
     machine::parse_memory_options(&cl.memory, &mut cl.machine)?;
@@ -363,6 +374,7 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
         boot: props.boot,
         data_dirs: cl.data_dirs.iter().map(PathBuf::from).collect(),
         drives: drive_configs,
+        rtc,
     };
     Ok(Built::Parsed(Box::new(Parsed {
         config,

@@ -8,3 +8,4 @@ pub mod pci;
 pub mod pm;
 pub mod ps2;
 pub mod serial;
+pub mod virtual_clock;

@@ -41,8 +41,10 @@ use crate::hw::pc::chipset::{Chipset, ChipsetParts};
 use crate::hw::pc::debugcon::DebugCon;
 use crate::hw::pc::piix4_pm::DIRECT_BOOT_PM_BASE;
 use crate::hw::pc::rtc::{CmosFacts, Rtc, RTC_IRQ};
+use crate::hw::pc::rtc_clock::RtcTimeSource;
 use crate::hw::pm::PowerManagement;
 use crate::hw::serial::{IrqLine, RxSpace, SerialPort, COM1_BASE, COM1_IRQ, UART_PORT_COUNT};
+use crate::hw::virtual_clock::VirtualClock;
 use crate::monitor::RunState;
 use boot::BootEntry;
 use cpuid::CpuTopology;
@@ -333,6 +335,7 @@ impl Machine {
             EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(MachineError::EventFd)?;
         vm.register_irqfd(&rtc_irq, RTC_IRQ)
             .map_err(kvm_err("wiring the RTC interrupt"))?;
+        let virtual_clock = Arc::new(VirtualClock::new());
         let rtc = Arc::new(Rtc::new(
             &CmosFacts {
                 ram_below_4g: split.below_4g,
@@ -343,6 +346,7 @@ impl Machine {
             Box::new(move || {
                 let _ = rtc_irq.write(1);
             }),
+            RtcTimeSource::new(config.rtc, virtual_clock.clone()),
         ));
         rtc.start_ticker().map_err(MachineError::Thread)?;
         let cf9_events = event_sink.clone();
@@ -432,7 +436,7 @@ impl Machine {
         let initial_pit = vm.get_pit2().map_err(kvm_err("reading the PIT"))?;
 
         let shared = Arc::new(Shared {
-            gate: VcpuGate::new(vcpus.len()),
+            gate: VcpuGate::new(vcpus.len(), virtual_clock),
             pio,
             memory,
             boot_entry: Mutex::new(boot_entry),
