@@ -31,7 +31,7 @@ pub enum DriveSlot {
 }
 
 /// Everything needed to open one drive.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DriveSpec {
     pub id: String,
     /// `None`: a CD-ROM drive with no medium.

@@ -19,8 +19,9 @@ use super::display;
 use super::drive::{self, DriveCheck, DriveOptions, DriveTable};
 use super::error::{CliError, ErrorKind, Location, Warning};
 use super::machine::{self, MachineChoice};
+use super::other_options;
 use super::Console;
-use crate::config::{Config, DebugconConfig, KernelBoot, MonitorConfig, MonitorMode};
+use crate::config::{Config, DebugconConfig, DriveConfig, KernelBoot, MonitorConfig, MonitorMode};
 
 /// What the command line describes, before vmscope's refusals are applied.
 #[derive(Debug)]
@@ -79,6 +80,16 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
         return Ok(Built::Exit(0));
     }
 
+    // configure_rtc
+    let rtc = match other_options::configure_rtc(&cl.rtc)? {
+        other_options::RtcRequest::Settings(rtc) => rtc,
+        other_options::RtcRequest::Unsupported(what) => {
+            let location = cl.rtc_location.clone();
+            cl.unsupported_at(&location, &what);
+            Default::default()
+        }
+    };
+
     // parse_memory_options, qemu_create_machine
     machine::parse_memory_options(&cl.memory, &mut cl.machine)?;
     if let MachineChoice::Unsupported(what) = machine::select_machine(&mut cl.machine)? {
@@ -133,14 +144,21 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
     }
     let mut drive_table = DriveTable::default();
     let mut drives = Vec::new();
+    let mut drive_configs = Vec::new();
     for opts in &cl.drives.entries {
         match drive_table.check(opts, console)? {
             DriveCheck::Valid(d) => {
-                let location = opts.location.clone();
-                cl.unsupported.push(CliError::at(
-                    &location,
-                    ErrorKind::Unsupported(drive::unsupported_reason(&d)),
-                ));
+                match drive::to_spec(&d) {
+                    Ok(spec) => drive_configs.push(DriveConfig {
+                        spec,
+                        origin: opts.location.text(),
+                    }),
+                    Err(what) => {
+                        let location = opts.location.clone();
+                        cl.unsupported
+                            .push(CliError::at(&location, ErrorKind::Unsupported(what)));
+                    }
+                }
                 drives.push(*d);
             }
             // QEMU exits with status 0 after printing the format list.
@@ -355,6 +373,8 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
         debugcons,
         boot: props.boot,
         data_dirs: cl.data_dirs.iter().map(PathBuf::from).collect(),
+        drives: drive_configs,
+        rtc,
     };
     Ok(Built::Parsed(Box::new(Parsed {
         config,

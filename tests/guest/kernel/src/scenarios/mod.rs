@@ -4,6 +4,7 @@ use crate::start_info::StartInfo;
 
 mod memory;
 mod reset;
+mod rtc;
 mod serial_echo;
 mod smp;
 mod timer;
@@ -16,9 +17,10 @@ const ALL: &[(&str, Scenario)] = &[
     ("serial-echo", serial_echo::run),
     ("timer", timer::run),
     ("reset", reset::run),
+    ("rtc", rtc::run),
 ];
 
-pub const NAMES: &[&str] = &["memory", "smp", "serial-echo", "timer", "reset"];
+pub const NAMES: &[&str] = &["memory", "smp", "serial-echo", "timer", "reset", "rtc"];
 
 pub fn find(name: &[u8]) -> Option<Scenario> {
     ALL.iter()
