@@ -18,10 +18,16 @@ use super::device::{self, VMSCOPE_DEVICES};
 use super::display;
 use super::drive::{self, DriveCheck, DriveOptions, DriveTable};
 use super::error::{CliError, ErrorKind, Location, Warning};
+use super::ide::{self, IdePlacement};
 use super::machine::{self, MachineChoice};
 use super::other_options;
 use super::Console;
+use crate::block::drive::DriveSlot;
 use crate::config::{Config, DebugconConfig, DriveConfig, KernelBoot, MonitorConfig, MonitorMode};
+
+/// Whether the PIIX3 IDE controller exists: until it does, IDE drives and devices are
+/// refused and QEMU's default CD-ROM drive is not made up.
+const IDE_CONTROLLER_BUILT: bool = false;
 
 /// What the command line describes, before vmscope's refusals are applied.
 #[derive(Debug)]
@@ -145,14 +151,18 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
     let mut drive_table = DriveTable::default();
     let mut drives = Vec::new();
     let mut drive_configs = Vec::new();
+    let mut drive_locations = Vec::new();
     for opts in &cl.drives.entries {
         match drive_table.check(opts, console)? {
             DriveCheck::Valid(d) => {
                 match drive::to_spec(&d) {
-                    Ok(spec) => drive_configs.push(DriveConfig {
-                        spec,
-                        origin: opts.location.text(),
-                    }),
+                    Ok(spec) => {
+                        drive_configs.push(DriveConfig {
+                            spec,
+                            origin: opts.location.text(),
+                        });
+                        drive_locations.push(opts.location.clone());
+                    }
                     Err(what) => {
                         let location = opts.location.clone();
                         cl.unsupported
@@ -304,8 +314,40 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
         )));
     }
 
+    // configure_blockdev's default CD-ROM, then the board connects the if=ide drives.
+    let mut ide = IdePlacement::default();
+    if IDE_CONTROLLER_BUILT {
+        let ide_cd_given = cl
+            .devices
+            .entries
+            .iter()
+            .any(|o| o.get("driver") == Some("ide-cd"));
+        if cl.has_defaults {
+            ide::add_default_cdrom(&mut drive_configs, ide_cd_given);
+        }
+        ide.place_board_drives(&mut drive_configs, props.smp.cpus, !cl.has_defaults);
+    } else {
+        for (drive, location) in drive_configs.iter().zip(&drive_locations) {
+            if matches!(drive.spec.slot, DriveSlot::Ide { .. }) {
+                cl.unsupported.push(CliError::at(
+                    location,
+                    ErrorKind::Unsupported("IDE drives".into()),
+                ));
+            }
+        }
+    }
+
     // qemu_create_cli_devices
+    let mut anonymous_devices = 0;
     for opts in &cl.devices.entries {
+        let anonymous_index = anonymous_devices;
+        if opts.id.is_none() {
+            anonymous_devices += 1;
+        }
+        if IDE_CONTROLLER_BUILT && matches!(opts.get("driver"), Some("ide-hd" | "ide-cd")) {
+            ide.attach_device(opts, &mut drive_configs, anonymous_index)?;
+            continue;
+        }
         if opts.get("driver") == Some("isa-debugcon") {
             let debugcon = device::isa_debugcon(opts)?;
             if registry.find(&debugcon.chardev).is_none() {

@@ -181,9 +181,7 @@ fn launch_vm_sh() {
     // Refused today, first in argv order: the drive.
     assert_eq!(
         refusal(&p),
-        format!(
-            "qemu-system-x86_64: -drive {drive}: not supported yet by vmscope (IDE drives (if=ide))\n"
-        )
+        format!("qemu-system-x86_64: -drive {drive}: not supported yet by vmscope (IDE drives)\n")
     );
     let refused: Vec<String> = p.refusals.iter().map(|e| e.to_string()).collect();
     assert_eq!(refused.len(), 4, "{refused:?}");

@@ -43,7 +43,14 @@ pub fn run(_info: &crate::start_info::StartInfo) {
     // consistent minute.
     let read = || {
         while cmos(0x0a) & REG_A_UPDATE_IN_PROGRESS != 0 {}
-        [cmos(0x02), cmos(0x04), cmos(0x07), cmos(0x08), cmos(0x09), cmos(0x32)]
+        [
+            cmos(0x02),
+            cmos(0x04),
+            cmos(0x07),
+            cmos(0x08),
+            cmos(0x09),
+            cmos(0x32),
+        ]
     };
     let mut values = read();
     loop {
@@ -59,7 +66,11 @@ pub fn run(_info: &crate::start_info::StartInfo) {
     kprintln!(
         "rtc: register B ",
         Dec(u64::from(reg_b)),
-        if reg_b & REG_B_24_HOUR != 0 { " (24-hour)" } else { " (12-hour)" }
+        if reg_b & REG_B_24_HOUR != 0 {
+            " (24-hour)"
+        } else {
+            " (12-hour)"
+        }
     );
     kprintln!(
         "rtc: ",
