@@ -19,9 +19,9 @@ use super::bmdma::{
 use super::geometry::Geometry;
 use super::identify::{self, DiskIdentity, MAX_MULT_SECTORS};
 use super::packet::{PacketDevice, PacketResult, PacketSense};
-use super::IrqLevel;
 use crate::block::drive::{Drive, IoKind};
 use crate::block::error::BlockError;
+use crate::hw::irq::InterruptLine;
 
 /// Status register bits.
 pub const STATUS_BSY: u8 = 0x80;
@@ -141,6 +141,9 @@ pub enum AttachError {
     ReadOnly,
     #[error("cannot read the disk size: {0}")]
     Size(#[source] BlockError),
+    /// No ATAPI model is available for CD-ROM drives.
+    #[error("IDE CD-ROM drives are not supported yet by vmscope")]
+    CdromUnsupported,
 }
 
 /// A hard disk on a channel.
@@ -467,7 +470,7 @@ struct State {
     control: u8,
     bus_master: BusMaster,
     dma: Option<(usize, DmaJob)>,
-    irq: Arc<dyn IrqLevel>,
+    irq: Arc<dyn InterruptLine>,
     irq_high: bool,
     memory: GuestMemoryMmap,
 }
@@ -481,7 +484,7 @@ impl Channel {
     /// A channel with `devices` (master, slave); `serials` are the IDENTIFY serial numbers.
     pub fn new(
         devices: [(Attachment, String); 2],
-        irq: Arc<dyn IrqLevel>,
+        irq: Arc<dyn InterruptLine>,
         memory: GuestMemoryMmap,
     ) -> Channel {
         let [(a0, s0), (a1, s1)] = devices;
@@ -500,19 +503,19 @@ impl Channel {
     }
 
     /// An access to the command block (offset 0-7 from 0x1F0/0x170).
+    ///
+    /// KVM hands string I/O (`rep insw`) over as one buffer of `count * size` bytes without
+    /// the access size, so buffers longer than a dword are taken as repeated accesses to the
+    /// same port: words at the data port (a dword there moves the same bytes as two words),
+    /// bytes elsewhere.
     pub fn read_command_block(&self, offset: u16, data: &mut [u8]) {
         let mut state = self.state.lock().unwrap();
         match (offset, data.len()) {
             (_, 1) => data[0] = state.read_register(offset),
-            (0, 2) => {
-                let mut word = [0u8; 2];
-                state.read_data(&mut word);
-                data.copy_from_slice(&word);
-            }
-            (0, 4) => {
-                let mut dword = [0u8; 4];
-                state.read_data(&mut dword);
-                data.copy_from_slice(&dword);
+            (0, n) if n % 2 == 0 => {
+                for word in data.chunks_exact_mut(2) {
+                    state.read_data(word);
+                }
             }
             // Word accesses to the byte registers are split, as QEMU's port lists do.
             (_, 2) => {
@@ -523,7 +526,12 @@ impl Channel {
                     0xff
                 };
             }
-            _ => data.fill(0xff),
+            (_, 4) => data.fill(0xff),
+            _ => {
+                for byte in data.iter_mut() {
+                    *byte = state.read_register(offset);
+                }
+            }
         }
     }
 
@@ -531,14 +539,23 @@ impl Channel {
         let mut state = self.state.lock().unwrap();
         match (offset, data.len()) {
             (_, 1) => state.write_register(offset, data[0]),
-            (0, 2) | (0, 4) => state.write_data(data),
+            (0, n) if n % 2 == 0 => {
+                for word in data.chunks_exact(2) {
+                    state.write_data(word);
+                }
+            }
             (_, 2) => {
                 state.write_register(offset, data[0]);
                 if offset + 1 < 8 {
                     state.write_register(offset + 1, data[1]);
                 }
             }
-            _ => {}
+            (_, 4) => {}
+            _ => {
+                for &byte in data {
+                    state.write_register(offset, byte);
+                }
+            }
         }
     }
 

@@ -19,38 +19,8 @@ pub mod piix;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
-
-use kvm_ioctls::VmFd;
-
 pub use channel::Channel;
 pub use piix::{PiixIde, PIIX3_IDE_DEVICE_ID};
-
-/// An interrupt line the device drives by level, as an ISA IRQ wired to the PIC/IOAPIC.
-/// A trait so that the device model can be tested without KVM.
-pub trait IrqLevel: Send + Sync {
-    fn set_level(&self, high: bool);
-}
-
-/// A GSI of the in-kernel irqchip (KVM_IRQ_LINE).
-pub struct KvmIrqLine {
-    vm: Arc<VmFd>,
-    gsi: u32,
-}
-
-impl KvmIrqLine {
-    pub fn new(vm: Arc<VmFd>, gsi: u32) -> KvmIrqLine {
-        KvmIrqLine { vm, gsi }
-    }
-}
-
-impl IrqLevel for KvmIrqLine {
-    fn set_level(&self, high: bool) {
-        // The routing table is fixed at machine creation and covers GSIs 0-23, so this can
-        // only fail if the VM is gone; a device has nobody to report that to.
-        let _ = self.vm.set_irq_line(self.gsi, high);
-    }
-}
 
 /// Channel 0's ISA interrupt and ports.
 pub const PRIMARY_IRQ: u32 = 14;

@@ -3,7 +3,7 @@
 //! interrupt pin (the channels use ISA IRQs 14 and 15), and the 16-byte bus-master window
 //! in BAR4 that firmware places.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use vm_memory::GuestMemoryMmap;
 
@@ -11,11 +11,12 @@ use super::channel::{AttachError, Attachment, Channel, Disk};
 use super::identify::default_serial;
 use super::packet::PacketDevice;
 use super::{
-    IrqLevel, COMMAND_BLOCK_LEN, PRIMARY_COMMAND_BASE, PRIMARY_CONTROL_PORT,
-    SECONDARY_COMMAND_BASE, SECONDARY_CONTROL_PORT,
+    COMMAND_BLOCK_LEN, PRIMARY_COMMAND_BASE, PRIMARY_CONTROL_PORT, SECONDARY_COMMAND_BASE,
+    SECONDARY_CONTROL_PORT,
 };
 use crate::block::drive::{Drive, DriveKind, DriveSet};
 use crate::hw::bus::{PioBus, PioDevice, PortConflict};
+use crate::hw::irq::InterruptLine;
 use crate::hw::pc::{INTEL_VENDOR, QEMU_SUBSYSTEM, QEMU_SUBSYSTEM_VENDOR};
 use crate::hw::pci::bar::{Bar, BarKind, IoBarWindow};
 use crate::hw::pci::config::{ConfigSpace, Identity, COMMAND, STATUS};
@@ -33,7 +34,7 @@ const BUS_MASTER_BAR: Bar = Bar {
 const RESET_STATUS: u16 = 0x0280;
 
 /// Makes the ATAPI device model for a CD-ROM drive (the channel only knows the trait).
-pub type CdromFactory<'a> = &'a dyn Fn(Arc<Drive>) -> Box<dyn PacketDevice>;
+pub type CdromFactory<'a> = &'a dyn Fn(Arc<Drive>) -> Result<Box<dyn PacketDevice>, AttachError>;
 
 /// A drive that cannot be attached, with its name.
 #[derive(Debug, thiserror::Error)]
@@ -48,13 +49,13 @@ pub struct IdeAttachError {
 pub struct PiixIde {
     config: Mutex<ConfigSpace>,
     channels: [Arc<Channel>; 2],
-    bus_master_window: IoBarWindow,
+    /// Set once the chipset's I/O space exists ([`PiixIde::attach_io_space`]).
+    bus_master_window: OnceLock<IoBarWindow>,
 }
 
 impl PiixIde {
-    /// The controller with `channels` (primary, secondary); the bus-master window will be
-    /// mapped into `io_space` where firmware puts BAR4.
-    pub fn new(channels: [Arc<Channel>; 2], io_space: Arc<IoSpace>) -> PiixIde {
+    /// The controller with `channels` (primary, secondary).
+    pub fn new(channels: [Arc<Channel>; 2]) -> PiixIde {
         let mut config = ConfigSpace::new(Identity {
             vendor: INTEL_VENDOR,
             device: PIIX3_IDE_DEVICE_ID,
@@ -68,15 +69,29 @@ impl PiixIde {
         BUS_MASTER_BAR
             .declare(&mut config)
             .expect("a valid fixed BAR");
-        let bus_master_window = IoBarWindow::new(
-            BUS_MASTER_BAR,
-            io_space,
-            Arc::new(BusMasterPorts(channels.clone())),
-        );
         PiixIde {
             config: Mutex::new(config),
             channels,
-            bus_master_window,
+            bus_master_window: OnceLock::new(),
+        }
+    }
+
+    /// Maps the bus-master registers into `io_space` wherever firmware puts BAR4 from now
+    /// on (the chipset creates the space, after the functions on its bus).
+    pub fn attach_io_space(&self, io_space: Arc<IoSpace>) {
+        let window = self.bus_master_window.get_or_init(|| {
+            IoBarWindow::new(
+                BUS_MASTER_BAR,
+                io_space,
+                Arc::new(BusMasterPorts(self.channels.clone())),
+            )
+        });
+        window.update(&self.config.lock().unwrap());
+    }
+
+    fn update_window(&self, config: &ConfigSpace) {
+        if let Some(window) = self.bus_master_window.get() {
+            window.update(config);
         }
     }
 
@@ -85,9 +100,8 @@ impl PiixIde {
     /// secondary channels' lines.
     pub fn from_drives(
         drives: &DriveSet,
-        irqs: [Arc<dyn IrqLevel>; 2],
+        irqs: [Arc<dyn InterruptLine>; 2],
         memory: &GuestMemoryMmap,
-        io_space: Arc<IoSpace>,
         cdrom: CdromFactory<'_>,
     ) -> Result<PiixIde, IdeAttachError> {
         let [irq0, irq1] = irqs;
@@ -106,7 +120,14 @@ impl PiixIde {
                                 }
                             })?)
                         }
-                        DriveKind::Cdrom => Attachment::Cdrom(cdrom(drive.clone())),
+                        DriveKind::Cdrom => {
+                            Attachment::Cdrom(cdrom(drive.clone()).map_err(|source| {
+                                IdeAttachError {
+                                    drive: drive.id().to_string(),
+                                    source,
+                                }
+                            })?)
+                        }
                     },
                 };
                 devices.push((attachment, default_serial(bus, unit)));
@@ -117,7 +138,7 @@ impl PiixIde {
         }
         let [primary, secondary]: [Arc<Channel>; 2] =
             channels.try_into().map_err(|_| ()).expect("two channels");
-        Ok(PiixIde::new([primary, secondary], io_space))
+        Ok(PiixIde::new([primary, secondary]))
     }
 
     /// Registers the legacy command and control blocks of both channels.
@@ -143,7 +164,7 @@ impl PiixIde {
 
     /// Where the bus-master registers answer now, if firmware enabled them.
     pub fn bus_master_base(&self) -> Option<u16> {
-        self.bus_master_window.base()
+        self.bus_master_window.get().and_then(IoBarWindow::base)
     }
 }
 
@@ -156,14 +177,14 @@ impl PciFunction for PiixIde {
         let mut config = self.config.lock().unwrap();
         config.write_dword(offset, value, mask);
         if offset & 0xfc == COMMAND as u8 || offset & 0xfc == 0x20 {
-            self.bus_master_window.update(&config);
+            self.update_window(&config);
         }
     }
 
     fn reset(&self) {
         let mut config = self.config.lock().unwrap();
         config.reset();
-        self.bus_master_window.update(&config);
+        self.update_window(&config);
         drop(config);
         for channel in &self.channels {
             channel.reset();

@@ -10,9 +10,9 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use super::channel::*;
 use super::identify;
 use super::packet::{PacketDevice, PacketResult, PacketSense};
-use super::IrqLevel;
 use crate::block::drive::{Drive, DriveKind, DriveSlot, DriveSpec};
 use crate::block::options::OpenOptions;
+use crate::hw::irq::InterruptLine;
 
 #[derive(Default)]
 struct MockIrq {
@@ -20,7 +20,7 @@ struct MockIrq {
     raised: AtomicUsize,
 }
 
-impl IrqLevel for MockIrq {
+impl InterruptLine for MockIrq {
     fn set_level(&self, high: bool) {
         if high && !self.high.load(Ordering::SeqCst) {
             self.raised.fetch_add(1, Ordering::SeqCst);
@@ -78,6 +78,7 @@ fn drive(image: &TempImage, kind: DriveKind) -> Arc<Drive> {
                 ..Default::default()
             },
             snapshot: false,
+            device: None,
         })
         .unwrap(),
     )
@@ -809,4 +810,22 @@ fn packet_errors_report_the_sense_key() {
         (0x50, 0),
         "no data phase needs no limit"
     );
+}
+
+#[test]
+fn string_io_arrives_as_one_buffer() {
+    let rig = Rig::disk(2048);
+    rig.lba28(0x20, 3, 1);
+    let mut sector = [0u8; 512];
+    rig.channel.read_command_block(0, &mut sector);
+    assert_eq!(sector.to_vec(), expected_sector(3));
+    assert_eq!(rig.inb(7), 0x50);
+    rig.lba28(0x30, 4, 1);
+    rig.channel.write_command_block(0, &[0x77; 512]);
+    assert_eq!(rig.inb(7), 0x50);
+    assert_eq!(rig.image.sector(4), vec![0x77; 512]);
+    let mut dword = [0u8; 4];
+    rig.lba28(0x20, 3, 1);
+    rig.channel.read_command_block(0, &mut dword);
+    assert_eq!(dword.to_vec(), expected_sector(3)[..4].to_vec());
 }
