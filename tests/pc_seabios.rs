@@ -153,11 +153,6 @@ fn known_deviation(line: &str) -> bool {
         "Copying SMBIOS",
         "table(",
         "ACPI",
-        // The PIIX3 IDE function (00:01.1) is not modelled yet (issue 5, IDE).
-        "PCI devices (max PCI bus",
-        "PCI: IO:",
-        "00:01.1",
-        "ATA controller",
         // vmscope's i8042 does not run the keyboard self-test SeaBIOS sends.
         "PS2 keyboard",
         "i8042",
