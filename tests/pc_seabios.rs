@@ -465,6 +465,7 @@ fn normalization_keeps_what_must_match() {
         n.ordered,
         [
             "SeaBIOS (version 1)",
+            "Found 3 PCI devices (max PCI bus is 00)",
             "PCI: init bdf=00:01.3 id=8086:7113",
             "e820: 0000000000000000 - 000000000009fc00 = 1 RAM"
         ]
