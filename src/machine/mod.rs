@@ -367,6 +367,9 @@ impl Machine {
             &|_drive| Err(AttachError::CdromUnsupported),
         )?);
         ide.register_legacy_ports(&mut pio)?;
+        for (index, value) in ide.cmos_bytes() {
+            rtc.set_cmos_data(index, value);
+        }
         let chipset = Chipset::install(
             &mut pio,
             ChipsetParts {

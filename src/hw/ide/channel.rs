@@ -16,7 +16,7 @@ use super::bmdma::{
     scatter_list, BusMaster, DmaFault, ScatterCursor, StartStop, BM_COMMAND, BM_PRD_ADDRESS,
     BM_STATUS, BM_STATUS_ACTIVE, BM_STATUS_ERROR, BM_STATUS_INT,
 };
-use super::geometry::Geometry;
+use super::geometry::{Geometry, Translation};
 use super::identify::{self, DiskIdentity, MAX_MULT_SECTORS};
 use super::packet::{PacketDevice, PacketResult, PacketSense};
 use crate::block::drive::{Drive, IoKind};
@@ -151,6 +151,7 @@ pub struct Disk {
     drive: Arc<Drive>,
     total_sectors: u64,
     geometry: Geometry,
+    translation: Translation,
     /// The guest can turn the write cache off (SET FEATURES 82h); writes are then flushed
     /// before they complete.
     write_cache: bool,
@@ -169,7 +170,7 @@ impl Disk {
         if total_sectors == 0 || node.read_at(0, &mut mbr).is_err() {
             mbr = [0; 512];
         }
-        let (geometry, _) = Geometry::guess(total_sectors, &mbr);
+        let (geometry, translation) = Geometry::guess(total_sectors, &mbr);
         let write_cache = !matches!(
             node.cache_mode(),
             crate::block::options::CacheMode::Writethrough
@@ -179,12 +180,18 @@ impl Disk {
             drive,
             total_sectors,
             geometry,
+            translation,
             write_cache,
         })
     }
 
     pub fn geometry(&self) -> Geometry {
         self.geometry
+    }
+
+    /// The CHS translation a BIOS should use (what QEMU reports in CMOS).
+    pub fn translation(&self) -> Translation {
+        self.translation
     }
 
     pub fn total_sectors(&self) -> u64 {
@@ -614,6 +621,13 @@ impl Channel {
             }
             _ => {}
         }
+    }
+
+    /// The geometry and translation of the disks at (master, slave).
+    pub fn disk_geometries(&self) -> [Option<(Geometry, Translation)>; 2] {
+        let state = self.state.lock().unwrap();
+        let of = |unit: &Unit| unit.disk().map(|d| (d.geometry, d.translation));
+        [of(&state.units[0]), of(&state.units[1])]
     }
 
     /// System reset: both devices, the device control register and the bus master.

@@ -8,9 +8,11 @@
 //! - [`bmdma`]: the bus-master registers and the PRD walk.
 //! - [`identify`] and [`geometry`]: what IDENTIFY DEVICE reports, as QEMU computes it.
 //! - [`packet`]: what the channel needs from an ATAPI device model.
+//! - [`cmos`]: what the board tells the BIOS about the disks.
 
 pub mod bmdma;
 pub mod channel;
+pub mod cmos;
 pub mod geometry;
 pub mod identify;
 pub mod packet;

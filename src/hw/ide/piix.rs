@@ -162,6 +162,13 @@ impl PiixIde {
         &self.channels[index & 1]
     }
 
+    /// What the board writes into CMOS about the disks (QEMU's `pc_cmos_init_late`).
+    pub fn cmos_bytes(&self) -> Vec<(u8, u8)> {
+        let [a, b] = self.channels[0].disk_geometries();
+        let [c, d] = self.channels[1].disk_geometries();
+        super::cmos::cmos_bytes(&[a, b, c, d])
+    }
+
     /// Where the bus-master registers answer now, if firmware enabled them.
     pub fn bus_master_base(&self) -> Option<u16> {
         self.bus_master_window.get().and_then(IoBarWindow::base)

@@ -769,6 +769,22 @@ main:
     mov %ax, %es
     call nl
 
+    # What the board put in CMOS about the disks: types, the primary master's parameters,
+    # the BIOS translations.
+    mov $s_cmos, %si
+    call puts
+    mov $cmos_bytes, %si
+1:  lodsb
+    test %al, %al
+    jz 2f
+    out %al, $0x70
+    in $0x71, %al
+    call hexb
+    mov $' ', %al
+    call putc
+    jmp 1b
+2:  call nl
+
     mov $s_done, %si
     call puts
     # ACPI poweroff: PM1a control (PMBA + 4, PIIX4 PM 00:01.3 register 0x40), SLP_EN with
@@ -786,6 +802,8 @@ main:
     hlt
 
 bmbase: .word 0
+cmos_bytes: .byte 0x12, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f, 0x20, 0x21, 0x22, 0x23, 0x39, 0
+s_cmos:     .asciz "cmos: "
 s_irq:      .asciz " i="
 s_st:       .asciz " s="
 s_ack:      .asciz " a="
