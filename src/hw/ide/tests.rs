@@ -829,3 +829,61 @@ fn string_io_arrives_as_one_buffer() {
     rig.channel.read_command_block(0, &mut dword);
     assert_eq!(dword.to_vec(), expected_sector(3)[..4].to_vec());
 }
+
+/// Random register traffic, PRD tables and packets: the device never panics and keeps
+/// answering.
+#[test]
+fn random_guest_traffic_never_panics() {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    const COMMANDS: &[u8] = &[
+        0x06, 0x08, 0x10, 0x20, 0x24, 0x25, 0x29, 0x30, 0x34, 0x35, 0x39, 0x40, 0x42, 0x70, 0x90,
+        0x91, 0xa0, 0xa1, 0xc4, 0xc5, 0xc6, 0xc8, 0xca, 0xe5, 0xe7, 0xea, 0xec, 0xef, 0xf8, 0x27,
+        0x55,
+    ];
+    let (cd, _) = cd_rig();
+    for rig in [Rig::disk(64), cd] {
+        for _ in 0..50_000 {
+            let r = next();
+            let value = (r >> 8) as u8;
+            match r % 11 {
+                0 => rig.outb(7, COMMANDS[(r >> 16) as usize % COMMANDS.len()]),
+                1 => rig.outb(1 + (r >> 16) as u16 % 6, value),
+                2 => {
+                    rig.inb((r >> 16) as u16 % 8);
+                }
+                3 => {
+                    rig.inw();
+                }
+                4 => rig.outw(value as u16),
+                5 => rig.channel.write_control(&[value & 0x86]),
+                6 => rig.bm_write(0, value & 0x09),
+                7 => rig.bm_write(2, value),
+                8 => {
+                    let table = (next() as u32) & 0x00ff_fff8;
+                    let entries: Vec<(u32, u32)> = (0..(r >> 20) % 4)
+                        .map(|_| (next() as u32 & 0x01ff_ffff, next() as u32))
+                        .collect();
+                    if u64::from(table) + 32 < RAM {
+                        rig.set_prd_table(table, &entries);
+                    } else {
+                        rig.channel.write_bus_master(4, &table.to_le_bytes());
+                    }
+                }
+                9 => {
+                    let mut words = [0u8; 12];
+                    rig.channel.read_command_block(0, &mut words);
+                }
+                _ => rig.channel.write_command_block(0, &[value; 12]),
+            }
+        }
+        // Still a working device after a reset.
+        rig.channel.reset();
+        assert_eq!(rig.alt_status() & STATUS_BSY, 0);
+    }
+}
