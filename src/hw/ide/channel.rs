@@ -18,7 +18,7 @@ use super::bmdma::{
 };
 use super::geometry::{Geometry, Translation};
 use super::identify::{self, DiskIdentity, MAX_MULT_SECTORS};
-use super::packet::{PacketDevice, PacketResult, PacketSense};
+use super::packet::{PacketDevice, PacketMode, PacketResult, PacketSense};
 use crate::block::drive::{Drive, IoKind};
 use crate::block::error::BlockError;
 use crate::hw::irq::InterruptLine;
@@ -49,6 +49,9 @@ const CD_BLOCK_SIZE: u64 = 2048;
 const PACKET_SIZE: usize = 12;
 /// DMA transfers go through a bounce buffer of at most this many bytes at a time.
 const DMA_CHUNK: u64 = 1 << 20;
+/// ATAPI DMA reads the medium in QEMU's chunks (its 128 KiB I/O buffer), which the device
+/// model's reply buffer mirrors.
+const PACKET_DMA_CHUNK: u64 = 64 * CD_BLOCK_SIZE;
 
 /// ATA command codes (ACS-2 table B.2), as QEMU names them.
 mod cmd {
@@ -1405,9 +1408,25 @@ impl State {
             self.raise_irq();
             return;
         };
-        match cd.execute(&cdb) {
+        let mode = PacketMode {
+            dma: unit.atapi_dma,
+            byte_count_limit: u16::from(unit.tf.lcyl) | (u16::from(unit.tf.hcyl) << 8),
+        };
+        match cd.execute(&cdb, mode) {
             PacketResult::Done => self.packet_ok(u),
             PacketResult::Error(sense) => self.packet_error(u, sense),
+            PacketResult::UnitAttention => {
+                let unit = &mut self.units[u];
+                unit.tf.error = 0x60; // UNIT ATTENTION, media change requested
+                unit.tf.status = STATUS_ERR;
+                unit.tf.nsector = 0;
+                unit.transfer_stop();
+                self.raise_irq();
+            }
+            PacketResult::AtaAbort => {
+                self.units[u].abort();
+                self.raise_irq();
+            }
             PacketResult::DataIn(data) => {
                 let total = data.len() as u64;
                 self.packet_reply_start(u, PacketSource::Buffer(data), total);
@@ -1487,7 +1506,7 @@ impl State {
         unit.tf.lcyl = size as u8;
         unit.tf.hcyl = (size >> 8) as u8;
         let start = transfer.done;
-        let chunk = match self.packet_data(u, start, size) {
+        let chunk = match self.packet_data(u, start, size, false) {
             Ok(chunk) => chunk,
             Err(sense) => return self.packet_error(u, sense),
         };
@@ -1500,8 +1519,15 @@ impl State {
         self.raise_irq();
     }
 
-    /// Bytes `start..start+len` of the running packet command's data.
-    fn packet_data(&mut self, u: usize, start: u64, len: u64) -> Result<Vec<u8>, PacketSense> {
+    /// Bytes `start..start+len` of the running packet command's data. PIO reads go block
+    /// by block, each accounted, as QEMU's do; DMA reads are accounted by the caller.
+    fn packet_data(
+        &mut self,
+        u: usize,
+        start: u64,
+        len: u64,
+        dma: bool,
+    ) -> Result<Vec<u8>, PacketSense> {
         let unit = &self.units[u];
         let (Some(transfer), Attachment::Cdrom(cd)) = (&unit.packet, &unit.attachment) else {
             return Ok(vec![0; len as usize]);
@@ -1514,7 +1540,13 @@ impl State {
                 let count = (last - first + 1) as u32;
                 let mut blocks = vec![0u8; count as usize * CD_BLOCK_SIZE as usize];
                 let block = u64::from(*lba) + first;
-                cd.read_blocks(block as u32, count, &mut blocks)?;
+                if dma {
+                    cd.read_blocks(block as u32, count, &mut blocks, false)?;
+                } else {
+                    for (i, chunk) in blocks.chunks_exact_mut(CD_BLOCK_SIZE as usize).enumerate() {
+                        cd.read_blocks((block + i as u64) as u32, 1, chunk, true)?;
+                    }
+                }
                 let skip = (start % CD_BLOCK_SIZE) as usize;
                 Ok(blocks[skip..skip + len as usize].to_vec())
             }
@@ -1522,7 +1554,13 @@ impl State {
     }
 
     fn run_packet_dma(&mut self, u: usize) {
-        let Some(total) = self.units[u].packet.as_ref().map(|p| p.total - p.done) else {
+        let Some((total, offset)) = self.units[u].packet.as_ref().map(|p| {
+            let offset = match p.source {
+                PacketSource::Blocks { lba } => u64::from(lba) * CD_BLOCK_SIZE,
+                PacketSource::Buffer(_) => 0,
+            };
+            (p.total - p.done, offset)
+        }) else {
             return self.dma_error(u);
         };
         let list = match scatter_list(&self.memory, self.bus_master.prd_table, total) {
@@ -1537,29 +1575,46 @@ impl State {
         }
         let memory = self.memory.clone();
         let mut cursor = ScatterCursor::new(&memory, &list);
+        let started = Instant::now();
         let mut done = 0;
+        let mut failure = None;
         while done < total {
-            let len = (total - done).min(DMA_CHUNK);
-            let chunk = match self.packet_data(u, done, len) {
-                Ok(chunk) => chunk,
-                Err(sense) => {
-                    self.packet_error(u, sense);
-                    self.dma_inactive(false);
-                    return;
+            let len = (total - done).min(PACKET_DMA_CHUNK);
+            match self.packet_data(u, done, len, true) {
+                Ok(chunk) => {
+                    if let Err(fault) = cursor.write_to_guest(&chunk) {
+                        failure = Some(Err(fault));
+                        break;
+                    }
                 }
-            };
-            if let Err(fault) = cursor.write_to_guest(&chunk) {
-                self.units[u].packet = None;
-                return self.dma_fault(u, fault);
+                Err(sense) => {
+                    failure = Some(Ok(sense));
+                    break;
+                }
             }
             done += len;
         }
-        let unit = &mut self.units[u];
-        unit.packet = None;
-        unit.tf.status = STATUS_DRDY | STATUS_DSC;
-        unit.tf.nsector = (unit.tf.nsector & !7) | REASON_IO | REASON_COD;
-        self.raise_irq();
-        self.dma_inactive(false);
+        if let Attachment::Cdrom(cd) = &self.units[u].attachment {
+            cd.account_read(offset, total, started, failure.is_none());
+        }
+        match failure {
+            Some(Ok(sense)) => {
+                self.packet_error(u, sense);
+                self.dma_inactive(false);
+            }
+            Some(Err(fault)) => {
+                self.units[u].packet = None;
+                self.dma_fault(u, fault);
+            }
+            None => {
+                let unit = &mut self.units[u];
+                unit.packet = None;
+                unit.tf.status = STATUS_DRDY | STATUS_DSC;
+                unit.tf.nsector = (unit.tf.nsector & !7) | REASON_IO | REASON_COD;
+                self.raise_irq();
+                self.dma_inactive(false);
+            }
+        }
     }
 }
 

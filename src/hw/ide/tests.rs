@@ -9,7 +9,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::channel::*;
 use super::identify;
-use super::packet::{PacketDevice, PacketResult, PacketSense};
+use super::packet::{PacketDevice, PacketMode, PacketResult, PacketSense};
 use crate::block::drive::{Drive, DriveKind, DriveSlot, DriveSpec};
 use crate::block::options::OpenOptions;
 use crate::hw::irq::InterruptLine;
@@ -663,10 +663,14 @@ impl PacketDevice for FakeCd {
         w
     }
 
-    fn execute(&mut self, cdb: &[u8; 12]) -> PacketResult {
+    fn execute(&mut self, cdb: &[u8; 12], mode: PacketMode) -> PacketResult {
+        if !mode.dma && mode.byte_count_limit == 0 && cdb[0] != 0x00 {
+            return PacketResult::AtaAbort;
+        }
         match cdb[0] {
             0x00 => PacketResult::Done,
             0x12 => PacketResult::DataIn((0..cdb[4]).collect()),
+            0xfe => PacketResult::UnitAttention,
             0x28 => PacketResult::ReadBlocks {
                 lba: u32::from_be_bytes(cdb[2..6].try_into().unwrap()),
                 count: u32::from(u16::from_be_bytes([cdb[7], cdb[8]])),
@@ -679,7 +683,13 @@ impl PacketDevice for FakeCd {
         }
     }
 
-    fn read_blocks(&self, lba: u32, count: u32, buf: &mut [u8]) -> Result<(), PacketSense> {
+    fn read_blocks(
+        &self,
+        lba: u32,
+        count: u32,
+        buf: &mut [u8],
+        _account: bool,
+    ) -> Result<(), PacketSense> {
         if lba + count > 100 {
             return Err(PacketSense {
                 key: 5,
@@ -692,6 +702,8 @@ impl PacketDevice for FakeCd {
         }
         Ok(())
     }
+
+    fn account_read(&self, _offset: u64, _bytes: u64, _start: std::time::Instant, _ok: bool) {}
 
     fn reset(&mut self) {
         self.resets.fetch_add(1, Ordering::SeqCst);
