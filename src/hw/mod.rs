@@ -2,6 +2,7 @@
 
 pub mod bus;
 pub mod i8042;
+pub mod ide;
 pub mod pc;
 pub mod pci;
 pub mod pm;

@@ -1,0 +1,3 @@
+//! The PIIX IDE function's drives: ATA disks and ATAPI CD-ROMs.
+
+pub mod atapi;
