@@ -30,7 +30,7 @@ use crate::config::{Config, DebugconConfig, DriveConfig, KernelBoot, MonitorConf
 const IDE_CONTROLLER_BUILT: bool = true;
 /// Whether the ATAPI CD-ROM model exists: until it does, CD-ROM drives and `ide-cd` devices
 /// are refused and QEMU's default (empty) CD-ROM drive is not made up.
-const ATAPI_BUILT: bool = false;
+const ATAPI_BUILT: bool = true;
 
 /// What the command line describes, before vmscope's refusals are applied.
 #[derive(Debug)]

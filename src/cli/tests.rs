@@ -704,10 +704,14 @@ fn a_fully_supported_line_gives_the_whole_config() {
         debugcons: Vec::new(),
         boot: Default::default(),
         data_dirs: Vec::new(),
-        drives: Vec::new(),
+        // QEMU's default CD-ROM drive (no -nodefaults), empty.
+        drives: c.drives.clone(),
         rtc: Default::default(),
     };
     assert_eq!(c, expected);
+    let ids: Vec<&str> = c.drives.iter().map(|d| d.spec.id.as_str()).collect();
+    assert_eq!(ids, ["ide1-cd0"]);
+    assert!(c.drives[0].spec.file.is_none());
     assert!(console.captured_warnings().is_empty());
 }
 

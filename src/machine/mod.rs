@@ -36,7 +36,7 @@ use crate::hw::bus::PioBus;
 use crate::hw::i8042::{
     ResetTrigger, I8042, I8042_BASE, I8042_PORT_COUNT, KEYBOARD_IRQ, MOUSE_IRQ,
 };
-use crate::hw::ide::{self, channel::AttachError, PiixIde};
+use crate::hw::ide::{self, atapi::Atapi, PiixIde};
 use crate::hw::irq::KvmIrqLine;
 use crate::hw::pc::chipset::{Chipset, ChipsetParts};
 use crate::hw::pc::debugcon::DebugCon;
@@ -364,7 +364,7 @@ impl Machine {
                 Arc::new(KvmIrqLine::new(vm.clone(), ide::SECONDARY_IRQ)),
             ],
             &memory,
-            &|_drive| Err(AttachError::CdromUnsupported),
+            &|drive| Ok(Box::new(Atapi::new(drive))),
         )?);
         ide.register_legacy_ports(&mut pio)?;
         for (index, value) in ide.cmos_bytes() {

@@ -144,9 +144,6 @@ pub enum AttachError {
     ReadOnly,
     #[error("cannot read the disk size: {0}")]
     Size(#[source] BlockError),
-    /// No ATAPI model is available for CD-ROM drives.
-    #[error("IDE CD-ROM drives are not supported yet by vmscope")]
-    CdromUnsupported,
 }
 
 /// A hard disk on a channel.
@@ -1084,10 +1081,9 @@ impl State {
                 if let Attachment::Disk(disk) = &mut unit.attachment {
                     disk.write_cache = enable;
                 }
+                // QEMU edits word 85 of whatever IDENTIFY data the device has, CD-ROMs too.
                 if let Some(words) = &mut unit.identify {
-                    if !unit.attachment.is_cdrom() {
-                        words[85] = identify::enabled_features_word(enable);
-                    }
+                    words[85] = identify::enabled_features_word(enable);
                 }
                 if enable {
                     true
