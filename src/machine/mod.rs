@@ -11,6 +11,7 @@ pub mod cpuid;
 pub mod e820;
 pub mod firmware;
 pub mod gate;
+pub mod irq_routing;
 pub mod layout;
 pub mod regs;
 pub mod vcpu;
@@ -22,9 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use kvm_bindings::{
-    kvm_irq_routing_entry, kvm_pit_config, kvm_userspace_memory_region, KvmIrqRouting,
-    KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQ_ROUTING_IRQCHIP,
-    KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+    kvm_pit_config, kvm_userspace_memory_region, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER,
+    KVM_IRQCHIP_PIC_SLAVE, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
@@ -37,6 +37,7 @@ use crate::hw::i8042::{
     ResetTrigger, I8042, I8042_BASE, I8042_PORT_COUNT, KEYBOARD_IRQ, MOUSE_IRQ,
 };
 use crate::hw::irq::KvmIrqLine;
+use crate::hw::mmio::MmioBus;
 use crate::hw::pc::chipset::{Chipset, ChipsetParts};
 use crate::hw::pc::debugcon::DebugCon;
 use crate::hw::pc::piix4_pm::DIRECT_BOOT_PM_BASE;
@@ -51,6 +52,7 @@ use cpuid::CpuTopology;
 use e820::E820Entry;
 use firmware::{BiosRom, FirmwareError, ShadowSlots};
 use gate::VcpuGate;
+use irq_routing::GsiRouting;
 use layout::{RamSplit, KVM_IDENTITY_MAP_START, KVM_TSS_START};
 
 /// What a vCPU (or a device on a vCPU thread) asks the main loop to do.
@@ -97,6 +99,8 @@ impl EventSink {
 pub struct Shared {
     pub gate: VcpuGate,
     pub pio: PioBus,
+    /// Memory-mapped device ranges (PCI memory BARs).
+    pub mmio: MmioBus,
     pub memory: GuestMemoryMmap,
     /// Where the boot vCPU starts after power-on and every reset.
     pub boot_entry: Mutex<BootEntry>,
@@ -153,6 +157,8 @@ pub enum MachineError {
     Start(String),
     #[error("{0}")]
     CpuFeature(#[from] cpu_features::UnknownFeature),
+    #[error("{0}")]
+    Routing(#[from] irq_routing::RoutingError),
     #[error("cannot start vCPU thread: {0}")]
     Thread(#[source] std::io::Error),
 }
@@ -192,6 +198,8 @@ pub struct Machine {
     drives: Arc<DriveSet>,
     /// Reset with the machine (SeaBIOS probes it again at every boot).
     i8042: Arc<I8042>,
+    /// KVM's interrupt routes, where MSI-X vectors get theirs.
+    irq_routing: Arc<GsiRouting>,
 }
 
 impl Machine {
@@ -264,8 +272,7 @@ impl Machine {
             ..Default::default()
         })
         .map_err(kvm_err("creating the in-kernel PIT"))?;
-        vm.set_gsi_routing(&pc_irq_routing())
-            .map_err(kvm_err("setting interrupt routing"))?;
+        let irq_routing = Arc::new(GsiRouting::new(vm.clone())?);
 
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -438,6 +445,7 @@ impl Machine {
         let shared = Arc::new(Shared {
             gate: VcpuGate::new(vcpus.len(), virtual_clock),
             pio,
+            mmio: MmioBus::new(),
             memory,
             boot_entry: Mutex::new(boot_entry),
             events: event_sink,
@@ -463,6 +471,7 @@ impl Machine {
             initial_pit,
             drives,
             i8042,
+            irq_routing,
         })
     }
 
@@ -487,6 +496,11 @@ impl Machine {
             self.resume().map_err(MachineError::Start)?;
         }
         Ok(())
+    }
+
+    /// KVM's interrupt routing, for devices with MSI-X vectors.
+    pub fn irq_routing(&self) -> &Arc<GsiRouting> {
+        &self.irq_routing
     }
 
     /// The drives the machine's disk controllers use.
@@ -698,31 +712,4 @@ fn create_memory(
         })
         .map_err(MachineError::Thread)?;
     Ok((memory, registration))
-}
-
-/// QEMU's KVM routing for a PC: GSIs 0-15 on the 8259 pair (2 is the cascade) and GSIs
-/// 0-23 on the IOAPIC, with the PIT's GSI 0 arriving at IOAPIC pin 2 (the MADT override).
-fn pc_irq_routing() -> KvmIrqRouting {
-    let route = |gsi: u32, irqchip: u32, pin: u32| {
-        let mut entry = kvm_irq_routing_entry {
-            gsi,
-            type_: KVM_IRQ_ROUTING_IRQCHIP,
-            ..Default::default()
-        };
-        entry.u.irqchip.irqchip = irqchip;
-        entry.u.irqchip.pin = pin;
-        entry
-    };
-    let mut entries = Vec::new();
-    for gsi in (0..8).filter(|&g| g != 2) {
-        entries.push(route(gsi, KVM_IRQCHIP_PIC_MASTER, gsi));
-    }
-    for gsi in 8..16 {
-        entries.push(route(gsi, KVM_IRQCHIP_PIC_SLAVE, gsi - 8));
-    }
-    for gsi in (0..24).filter(|&g| g != 2) {
-        let pin = if gsi == 0 { 2 } else { gsi };
-        entries.push(route(gsi, KVM_IRQCHIP_IOAPIC, pin));
-    }
-    KvmIrqRouting::from_entries(&entries).expect("a fixed, small routing table")
 }
