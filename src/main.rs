@@ -153,8 +153,11 @@ fn run(config: Config) -> i32 {
         smp: config.smp,
         no_reboot: config.no_reboot,
     });
-    let commands =
-        Arc::new(MonitorCommands::new(control.clone()).with_vm_name(config.name.clone()));
+    let commands = Arc::new(
+        MonitorCommands::new(control.clone())
+            .with_vm_name(config.name.clone())
+            .with_chardevs(chardevs.info_source()),
+    );
     let _ = signal_commands.set(commands.clone());
     for monitor in &config.monitors {
         if monitor.mode == MonitorMode::Control {

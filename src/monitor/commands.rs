@@ -8,7 +8,9 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use super::qmp::MonitorEvents;
+use super::qom_order::child_walk_order;
 use super::run_state::{RunState, StatusInfo};
+use crate::chardev::{ChardevInfo, ChardevInfoSource};
 
 /// One vCPU as `query-cpus-fast` reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,6 +100,8 @@ pub struct MonitorCommands {
     events: MonitorEvents,
     /// `-name`: what `query-name` reports.
     vm_name: Option<String>,
+    /// The machine's chardevs (`query-chardev`); none known until set.
+    chardevs: ChardevInfoSource,
     quitting: AtomicBool,
 }
 
@@ -107,6 +111,7 @@ impl MonitorCommands {
             vm,
             events: MonitorEvents::new(),
             vm_name: None,
+            chardevs: ChardevInfoSource::default(),
             quitting: AtomicBool::new(false),
         }
     }
@@ -115,6 +120,24 @@ impl MonitorCommands {
     pub fn with_vm_name(mut self, name: Option<String>) -> MonitorCommands {
         self.vm_name = name;
         self
+    }
+
+    /// Sets the chardevs that `query-chardev` reports.
+    pub fn with_chardevs(mut self, chardevs: ChardevInfoSource) -> MonitorCommands {
+        self.chardevs = chardevs;
+        self
+    }
+
+    /// `query-chardev` / `info chardev`, in QEMU's order: the reverse of its walk over
+    /// the `/chardevs` container (see [`child_walk_order`]).
+    pub fn query_chardev(&self) -> Vec<ChardevInfo> {
+        let list = self.chardevs.list();
+        let labels: Vec<&str> = list.iter().map(|c| c.label.as_str()).collect();
+        child_walk_order(&labels)
+            .into_iter()
+            .rev()
+            .map(|i| list[i].clone())
+            .collect()
     }
 
     /// Where events go; the machine side emits guest-initiated ones (`RESET`, `SHUTDOWN`,

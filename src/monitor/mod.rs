@@ -6,6 +6,7 @@
 mod commands;
 mod hmp;
 pub mod qmp;
+mod qom_order;
 mod run_state;
 
 pub use commands::{CommandError, ErrorClass, MonitorCommands, SystemReset, VcpuInfo, VmControl};

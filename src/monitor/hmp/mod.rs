@@ -158,6 +158,12 @@ fn execute(commands: &MonitorCommands, parsed: Parsed) -> Vec<u8> {
                 }
                 text.into_bytes()
             }
+            Action::InfoChardev => commands
+                .query_chardev()
+                .iter()
+                .map(|c| format!("{}: filename={}\n", c.label, c.filename))
+                .collect::<String>()
+                .into_bytes(),
             Action::SystemReset => report(commands.system_reset()),
             Action::Stop => report(commands.stop()),
             Action::Cont => report(commands.cont()),

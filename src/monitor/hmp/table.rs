@@ -17,6 +17,7 @@ pub(crate) enum Action {
     InfoName,
     InfoKvm,
     InfoCpus,
+    InfoChardev,
     SystemReset,
     Stop,
     Cont,
@@ -100,6 +101,14 @@ pub(crate) static COMMANDS: &[HmpCommand] = &[
 ];
 
 pub(crate) static INFO_COMMANDS: &[HmpCommand] = &[
+    HmpCommand {
+        name: "chardev",
+        params: "",
+        help: "show the character devices",
+        args: Args::None,
+        action: Action::InfoChardev,
+        sub_table: None,
+    },
     HmpCommand {
         name: "cpus",
         params: "",
@@ -498,6 +507,7 @@ mod tests {
             (
                 0,
                 vec![
+                    "chardev".into(),
                     "cpus".into(),
                     "kvm".into(),
                     "name".into(),

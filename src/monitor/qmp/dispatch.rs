@@ -36,6 +36,7 @@ pub(crate) enum Action {
     Quit,
     SystemReset,
     HumanMonitorCommand,
+    QueryChardev,
 }
 
 struct QmpCommand {
@@ -116,6 +117,11 @@ static COMMANDS: &[QmpCommand] = &[
             required: false,
         }],
         action: Action::QmpCapabilities,
+    },
+    QmpCommand {
+        name: "query-chardev",
+        params: &[],
+        action: Action::QueryChardev,
     },
     QmpCommand {
         name: "query-status",
@@ -398,6 +404,20 @@ fn execute(
                 .query_cpus_fast()
                 .iter()
                 .map(cpu_info_fast)
+                .collect(),
+        )),
+        Action::QueryChardev => Ok(QObject::List(
+            commands
+                .query_chardev()
+                .into_iter()
+                .map(|c| {
+                    QObject::Dict(
+                        QDict::new()
+                            .with("label", c.label)
+                            .with("filename", c.filename)
+                            .with("frontend-open", c.frontend_open),
+                    )
+                })
                 .collect(),
         )),
         Action::Stop => unit(commands.stop()),
