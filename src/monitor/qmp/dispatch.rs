@@ -37,6 +37,7 @@ pub(crate) enum Action {
     SystemReset,
     HumanMonitorCommand,
     QueryChardev,
+    QueryQmpSchema,
 }
 
 struct QmpCommand {
@@ -93,6 +94,11 @@ static COMMANDS: &[QmpCommand] = &[
         name: "query-cpus-fast",
         params: &[],
         action: Action::QueryCpusFast,
+    },
+    QmpCommand {
+        name: "query-qmp-schema",
+        params: &[],
+        action: Action::QueryQmpSchema,
     },
     QmpCommand {
         name: "quit",
@@ -420,6 +426,12 @@ fn execute(
                 })
                 .collect(),
         )),
+        Action::QueryQmpSchema => {
+            let names: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
+            super::schema::query_qmp_schema(&names).ok_or_else(|| {
+                CommandError::generic("vmscope's built-in QMP schema data are unreadable")
+            })
+        }
         Action::Stop => unit(commands.stop()),
         Action::Cont => unit(commands.cont()),
         Action::Quit => unit(commands.quit()),
@@ -600,6 +612,17 @@ mod tests {
                 r#"{"error": {"class": "GenericError", "desc": "Parameter 'cpu-index' expects a CPU number"}}"#,
             ]
         );
+    }
+
+    #[test]
+    fn schema_describes_every_command() {
+        for command in COMMANDS {
+            assert!(
+                super::super::schema::describes_command(command.name),
+                "{} missing from schema_7_2.json (scripts/qmp-schema-subset.py)",
+                command.name
+            );
+        }
     }
 
     #[test]
