@@ -9,7 +9,9 @@ use vmscope::config::SmpConfig;
 use vmscope::config::{Accelerator, Config, MonitorMode};
 use vmscope::hw::serial::SerialPort;
 use vmscope::machine::{GuestNotice, Machine, Next};
-use vmscope::monitor::{Hmp, MonitorCommands, Qmp, RunState, SystemReset, VcpuInfo, VmControl};
+use vmscope::monitor::{
+    Hmp, MonitorCommands, Qmp, RunState, SystemReset, VcpuInfo, VcpuRegisters, VmControl,
+};
 use vmscope::process::{daemonize, set_process_name, PidFile};
 
 /// COM1 as a chardev front end. The UART is created with the machine, after the chardev
@@ -76,6 +78,11 @@ impl VmControl for MachineControl {
         }
         self.machine().reset_machine().map_err(|e| e.to_string())?;
         Ok(SystemReset::Reset)
+    }
+    fn cpu_registers(&self, index: u32) -> Result<VcpuRegisters, String> {
+        self.machine()
+            .vcpu_registers(index)
+            .map_err(|e| e.to_string())
     }
     fn vcpus(&self) -> Vec<VcpuInfo> {
         // Threads fastest, then cores, dies, sockets: QEMU's numbering of cpu-index.

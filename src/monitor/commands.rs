@@ -9,6 +9,7 @@ use thiserror::Error;
 
 use super::qmp::MonitorEvents;
 use super::qom_order::child_walk_order;
+use super::registers::VcpuRegisters;
 use super::run_state::{RunState, StatusInfo};
 use crate::chardev::{ChardevInfo, ChardevInfoSource};
 
@@ -44,6 +45,13 @@ pub trait VmControl: Send + Sync {
     /// Every vCPU, ordered by index, with the TID of its thread (`query-cpus-fast`). Called
     /// on the main loop thread, possibly while the vCPUs run.
     fn vcpus(&self) -> Vec<VcpuInfo>;
+    /// The registers of vCPU `index` (`info registers`); a running VM is held still while
+    /// they are read. Machines that cannot say fail with a reason.
+    fn cpu_registers(&self, index: u32) -> Result<VcpuRegisters, String> {
+        Err(format!(
+            "the registers of CPU#{index} cannot be read on this machine"
+        ))
+    }
 }
 
 /// What [`VmControl::system_reset`] did.
@@ -164,6 +172,11 @@ impl MonitorCommands {
     /// `query-cpus-fast`.
     pub fn query_cpus_fast(&self) -> Vec<VcpuInfo> {
         self.vm.vcpus()
+    }
+
+    /// The registers of vCPU `index` (`info registers`).
+    pub fn cpu_registers(&self, index: u32) -> Result<VcpuRegisters, String> {
+        self.vm.cpu_registers(index)
     }
 
     /// `query-status` / `info status`.

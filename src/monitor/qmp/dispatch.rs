@@ -437,6 +437,7 @@ fn execute(
         Action::Quit => unit(commands.quit()),
         Action::SystemReset => unit(commands.system_reset()),
         Action::HumanMonitorCommand => {
+            let mut current_cpu = 0;
             if let Some(QObject::Int(index)) = args.get("cpu-index") {
                 let count = commands.query_cpus_fast().len() as i64;
                 if !(0..count).contains(index) {
@@ -444,11 +445,12 @@ fn execute(
                         "Parameter 'cpu-index' expects a CPU number",
                     ));
                 }
+                current_cpu = *index as u32;
             }
             let Some(QObject::String(line)) = args.get("command-line") else {
                 unreachable!("checked by check_arguments");
             };
-            let text = run_line_for_text(commands, line.as_bytes());
+            let text = run_line_for_text(commands, line.as_bytes(), current_cpu);
             // The monitor's output path turns every newline into CRLF, also here.
             Ok(QObject::String(crlf(&String::from_utf8_lossy(&text))))
         }
