@@ -11,6 +11,7 @@ pub mod cpuid;
 pub mod e820;
 pub mod firmware;
 pub mod gate;
+mod inspect;
 pub mod irq_routing;
 pub mod layout;
 pub mod regs;
@@ -26,7 +27,7 @@ use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER,
     KVM_IRQCHIP_PIC_SLAVE, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
-use kvm_ioctls::{Kvm, VmFd};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -161,6 +162,8 @@ pub enum MachineError {
     Routing(#[from] irq_routing::RoutingError),
     #[error("cannot start vCPU thread: {0}")]
     Thread(#[source] std::io::Error),
+    #[error("CPU#{0} not available")]
+    NoSuchVcpu(u32),
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> MachineError {
@@ -176,6 +179,8 @@ pub struct Machine {
     memory_registration: Mutex<Option<JoinHandle<Result<(), MachineError>>>>,
     shared: Arc<Shared>,
     vcpus: Vec<vcpu::Vcpu>,
+    /// A second handle on each vCPU, by index, for register reads by the monitor.
+    inspectors: Vec<VcpuFd>,
     threads: Vec<JoinHandle<()>>,
     /// Host thread id of each vCPU thread, by vCPU index (`query-cpus-fast`).
     vcpu_thread_ids: Vec<i64>,
@@ -402,6 +407,7 @@ impl Machine {
         };
 
         let mut vcpus = Vec::new();
+        let mut inspectors = Vec::new();
         for (index, &apic_id) in apic_ids.iter().enumerate() {
             let fd = vm
                 .create_vcpu(u64::from(apic_id))
@@ -417,7 +423,10 @@ impl Machine {
             let initial_lapic = fd.get_lapic().map_err(kvm_err("reading the local APIC"))?;
             if index == 0 {
                 regs::set_boot_state(&fd, &memory, boot_entry)?;
+            } else {
+                regs::set_power_on_edx(&fd)?;
             }
+            inspectors.push(inspect::inspector(&vm, &fd)?);
             vcpus.push(vcpu::Vcpu {
                 index: index as u32,
                 fd,
@@ -455,6 +464,7 @@ impl Machine {
             memory_registration: Mutex::new(Some(memory_registration)),
             shared,
             vcpus,
+            inspectors,
             threads: Vec::new(),
             vcpu_thread_ids: Vec::new(),
             events: Mutex::new(events),

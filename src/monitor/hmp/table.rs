@@ -17,6 +17,8 @@ pub(crate) enum Action {
     InfoName,
     InfoKvm,
     InfoCpus,
+    InfoChardev,
+    InfoRegisters,
     SystemReset,
     Stop,
     Cont,
@@ -29,6 +31,9 @@ pub(crate) enum Args {
     None,
     /// `S?`: the rest of the line, optional.
     OptionalRest,
+    /// `info registers`'s `cpustate_all:-a,vcpu:i?`, checked here and interpreted by the
+    /// command (see [`super::args::registers`]); the argument is the rest of the line.
+    Registers,
 }
 
 pub(crate) struct HmpCommand {
@@ -101,6 +106,14 @@ pub(crate) static COMMANDS: &[HmpCommand] = &[
 
 pub(crate) static INFO_COMMANDS: &[HmpCommand] = &[
     HmpCommand {
+        name: "chardev",
+        params: "",
+        help: "show the character devices",
+        args: Args::None,
+        action: Action::InfoChardev,
+        sub_table: None,
+    },
+    HmpCommand {
         name: "cpus",
         params: "",
         help: "show infos for each CPU",
@@ -122,6 +135,14 @@ pub(crate) static INFO_COMMANDS: &[HmpCommand] = &[
         help: "show the current VM name",
         args: Args::None,
         action: Action::InfoName,
+        sub_table: None,
+    },
+    HmpCommand {
+        name: "registers",
+        params: "[-a|vcpu]",
+        help: "show the cpu registers (-a: show register info for all cpus; vcpu: specific vCPU to query; show the current CPU's registers if no argument is specified)",
+        args: Args::Registers,
+        action: Action::InfoRegisters,
         sub_table: None,
     },
     HmpCommand {
@@ -187,6 +208,15 @@ pub(crate) fn parse(line: &[u8]) -> Parsed {
     let rest = skip_spaces(line, pos);
     let argument = match command.args {
         Args::OptionalRest => (rest < line.len()).then(|| line[rest..].to_vec()),
+        Args::Registers => {
+            if let Err(first) = super::args::registers(&line[rest..]) {
+                let mut text = format!("{first}\nTry \"help ").into_bytes();
+                text.extend_from_slice(trim_end(&line[..pos]));
+                text.extend_from_slice(b"\" for more information\n");
+                return Parsed::Error(text);
+            }
+            Some(line[rest..].to_vec())
+        }
         Args::None => {
             if rest < line.len() {
                 // The command name as the table spells it (with aliases), then QEMU's hint
@@ -208,6 +238,16 @@ pub(crate) fn parse(line: &[u8]) -> Parsed {
         }
     };
     Parsed::Command { command, argument }
+}
+
+fn trim_end(mut text: &[u8]) -> &[u8] {
+    while let [rest @ .., last] = text {
+        if !is_space(*last) {
+            break;
+        }
+        text = rest;
+    }
+    text
 }
 
 /// Finds the (sub)command starting at `pos`; returns it and the position after its name
@@ -498,9 +538,11 @@ mod tests {
             (
                 0,
                 vec![
+                    "chardev".into(),
                     "cpus".into(),
                     "kvm".into(),
                     "name".into(),
+                    "registers".into(),
                     "status".into(),
                     "version".into()
                 ]

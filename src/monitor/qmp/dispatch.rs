@@ -36,6 +36,8 @@ pub(crate) enum Action {
     Quit,
     SystemReset,
     HumanMonitorCommand,
+    QueryChardev,
+    QueryQmpSchema,
 }
 
 struct QmpCommand {
@@ -94,6 +96,11 @@ static COMMANDS: &[QmpCommand] = &[
         action: Action::QueryCpusFast,
     },
     QmpCommand {
+        name: "query-qmp-schema",
+        params: &[],
+        action: Action::QueryQmpSchema,
+    },
+    QmpCommand {
         name: "quit",
         params: &[],
         action: Action::Quit,
@@ -116,6 +123,11 @@ static COMMANDS: &[QmpCommand] = &[
             required: false,
         }],
         action: Action::QmpCapabilities,
+    },
+    QmpCommand {
+        name: "query-chardev",
+        params: &[],
+        action: Action::QueryChardev,
     },
     QmpCommand {
         name: "query-status",
@@ -400,11 +412,32 @@ fn execute(
                 .map(cpu_info_fast)
                 .collect(),
         )),
+        Action::QueryChardev => Ok(QObject::List(
+            commands
+                .query_chardev()
+                .into_iter()
+                .map(|c| {
+                    QObject::Dict(
+                        QDict::new()
+                            .with("label", c.label)
+                            .with("filename", c.filename)
+                            .with("frontend-open", c.frontend_open),
+                    )
+                })
+                .collect(),
+        )),
+        Action::QueryQmpSchema => {
+            let names: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
+            super::schema::query_qmp_schema(&names).ok_or_else(|| {
+                CommandError::generic("vmscope's built-in QMP schema data are unreadable")
+            })
+        }
         Action::Stop => unit(commands.stop()),
         Action::Cont => unit(commands.cont()),
         Action::Quit => unit(commands.quit()),
         Action::SystemReset => unit(commands.system_reset()),
         Action::HumanMonitorCommand => {
+            let mut current_cpu = 0;
             if let Some(QObject::Int(index)) = args.get("cpu-index") {
                 let count = commands.query_cpus_fast().len() as i64;
                 if !(0..count).contains(index) {
@@ -412,11 +445,12 @@ fn execute(
                         "Parameter 'cpu-index' expects a CPU number",
                     ));
                 }
+                current_cpu = *index as u32;
             }
             let Some(QObject::String(line)) = args.get("command-line") else {
                 unreachable!("checked by check_arguments");
             };
-            let text = run_line_for_text(commands, line.as_bytes());
+            let text = run_line_for_text(commands, line.as_bytes(), current_cpu);
             // The monitor's output path turns every newline into CRLF, also here.
             Ok(QObject::String(crlf(&String::from_utf8_lossy(&text))))
         }
@@ -580,6 +614,17 @@ mod tests {
                 r#"{"error": {"class": "GenericError", "desc": "Parameter 'cpu-index' expects a CPU number"}}"#,
             ]
         );
+    }
+
+    #[test]
+    fn schema_describes_every_command() {
+        for command in COMMANDS {
+            assert!(
+                super::super::schema::describes_command(command.name),
+                "{} missing from schema_7_2.json (scripts/qmp-schema-subset.py)",
+                command.name
+            );
+        }
     }
 
     #[test]
