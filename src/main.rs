@@ -77,6 +77,10 @@ impl VmControl for MachineControl {
         self.machine().reset_machine().map_err(|e| e.to_string())?;
         Ok(SystemReset::Reset)
     }
+    fn system_powerdown(&self) -> Result<(), String> {
+        self.machine().press_power_button();
+        Ok(())
+    }
     fn vcpus(&self) -> Vec<VcpuInfo> {
         // Threads fastest, then cores, dies, sockets: QEMU's numbering of cpu-index.
         let smp = &self.smp;

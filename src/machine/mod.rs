@@ -37,7 +37,7 @@ use crate::hw::pc::chipset::{Chipset, ChipsetParts};
 use crate::hw::pc::debugcon::DebugCon;
 use crate::hw::pc::piix4_pm::DIRECT_BOOT_PM_BASE;
 use crate::hw::pc::rtc::{CmosFacts, Rtc, RTC_IRQ};
-use crate::hw::pm::PowerManagement;
+use crate::hw::pm::{Gpe0Block, PowerManagement, GPE0_IO_BASE, GPE0_IO_LEN};
 use crate::hw::serial::{IrqLine, RxSpace, SerialPort, COM1_BASE, COM1_IRQ, UART_PORT_COUNT};
 use crate::monitor::RunState;
 use boot::BootEntry;
@@ -151,6 +151,9 @@ pub enum MachineError {
     Thread(#[source] std::io::Error),
 }
 
+/// The ACPI SCI's ISA IRQ (QEMU's PIIX4 PM is wired to GSI 9).
+const SCI_IRQ: u32 = 9;
+
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> MachineError {
     move |source| MachineError::Kvm { what, source }
 }
@@ -173,6 +176,8 @@ pub struct Machine {
     /// The i440FX/PIIX chipset, reset with the machine. Its host bridge owns the PAM
     /// shadowing (`firmware::ShadowSlots`) and through it the BIOS ROM mapping.
     chipset: Chipset,
+    /// The ACPI PM registers: the power button, and reset with the machine.
+    pm: Arc<PowerManagement>,
     split: RamSplit,
     e820: Vec<E820Entry>,
     rsdp_addr: u64,
@@ -288,6 +293,22 @@ impl Machine {
         let pm_block = Arc::new(PowerManagement::new(Box::new(move || {
             poweroff_events.send(MachineEvent::PowerOff)
         })));
+        // The SCI is ISA IRQ 9, level-triggered (the MADT's override says active high).
+        let sci_vm = vm.clone();
+        let sci_events = event_sink.clone();
+        pm_block.connect_sci(Box::new(move |level| {
+            if let Err(e) = sci_vm.set_irq_line(SCI_IRQ, level) {
+                sci_events.send(MachineEvent::InternalError {
+                    vcpu: 0,
+                    detail: format!("KVM: driving the ACPI SCI: {e}"),
+                });
+            }
+        }));
+        pio.register(
+            GPE0_IO_BASE,
+            GPE0_IO_LEN,
+            Arc::new(Gpe0Block(pm_block.clone())),
+        )?;
         for (debugcon, output) in config.debugcons.iter().zip(debugcon_outputs) {
             pio.register(debugcon.iobase, 1, Arc::new(DebugCon::new(output)))?;
         }
@@ -344,7 +365,7 @@ impl Machine {
                     [0x30, 0x33, 0x33, 0x33, 0x33, 0x33, 0x33]
                 },
                 shadow: shadow.clone(),
-                pm_block,
+                pm_block: pm_block.clone(),
                 pm_preset_base: (!firmware_boot).then_some(DIRECT_BOOT_PM_BASE),
                 on_reset: Box::new(move || cf9_events.send(MachineEvent::Reset)),
                 on_fast_reset: Box::new(move || port92_events.send(MachineEvent::Reset)),
@@ -434,6 +455,7 @@ impl Machine {
             serial,
             kernel_boot: config.kernel_boot.clone(),
             chipset,
+            pm: pm_block,
             split,
             e820,
             rsdp_addr,
@@ -590,6 +612,7 @@ impl Machine {
             .map_err(kvm_err("resetting the PIT"))?;
         // A remap KVM refuses is reported as an internal error (see `report_errors_to`).
         self.chipset.reset();
+        self.pm.reset();
         if let Some(kernel_boot) = &self.kernel_boot {
             let entry = boot::load_kernel(
                 &self.shared.memory,
@@ -609,6 +632,12 @@ impl Machine {
             self.shared.gate.open();
         }
         Ok(())
+    }
+
+    /// Presses the ACPI power button (monitor `system_powerdown`): the guest sees PWRBTN_STS
+    /// and an SCI if it enabled the button, and nothing otherwise, as on QEMU.
+    pub fn press_power_button(&self) {
+        self.pm.press_power_button();
     }
 
     /// Stops and joins every vCPU thread.

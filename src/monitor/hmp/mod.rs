@@ -159,6 +159,7 @@ fn execute(commands: &MonitorCommands, parsed: Parsed) -> Vec<u8> {
                 text.into_bytes()
             }
             Action::SystemReset => report(commands.system_reset()),
+            Action::SystemPowerdown => report(commands.system_powerdown()),
             Action::Stop => report(commands.stop()),
             Action::Cont => report(commands.cont()),
             Action::Quit => report(commands.quit()),

@@ -35,6 +35,7 @@ pub(crate) enum Action {
     Cont,
     Quit,
     SystemReset,
+    SystemPowerdown,
     HumanMonitorCommand,
 }
 
@@ -82,6 +83,11 @@ static COMMANDS: &[QmpCommand] = &[
         name: "query-kvm",
         params: &[],
         action: Action::QueryKvm,
+    },
+    QmpCommand {
+        name: "system_powerdown",
+        params: &[],
+        action: Action::SystemPowerdown,
     },
     QmpCommand {
         name: "system_reset",
@@ -404,6 +410,7 @@ fn execute(
         Action::Cont => unit(commands.cont()),
         Action::Quit => unit(commands.quit()),
         Action::SystemReset => unit(commands.system_reset()),
+        Action::SystemPowerdown => unit(commands.system_powerdown()),
         Action::HumanMonitorCommand => {
             if let Some(QObject::Int(index)) = args.get("cpu-index") {
                 let count = commands.query_cpus_fast().len() as i64;
@@ -483,6 +490,9 @@ mod tests {
         fn quit(&self) {}
         fn system_reset(&self) -> Result<SystemReset, String> {
             Ok(SystemReset::Reset)
+        }
+        fn system_powerdown(&self) -> Result<(), String> {
+            Ok(())
         }
         fn vcpus(&self) -> Vec<VcpuInfo> {
             vec![VcpuInfo {
@@ -578,6 +588,23 @@ mod tests {
                 r#"{"error": {"class": "GenericError", "desc": "Parameter 'command-line' is missing"}}"#,
                 r#"{"error": {"class": "GenericError", "desc": "Invalid parameter type for 'command-line', expected: string"}}"#,
                 r#"{"error": {"class": "GenericError", "desc": "Parameter 'cpu-index' expects a CPU number"}}"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn system_powerdown_sends_powerdown_before_its_reply() {
+        let out = session(
+            "{'execute': 'qmp_capabilities'} {'execute': 'system_powerdown', 'id': 7} \
+             {'execute': 'human-monitor-command', 'arguments': {'command-line': 'system_powerdown'}}",
+        );
+        assert_eq!(
+            &out[1..],
+            [
+                r#""event": "POWERDOWN"}"#,
+                r#"{"return": {}, "id": 7}"#,
+                r#""event": "POWERDOWN"}"#,
+                r#"{"return": ""}"#,
             ]
         );
     }
