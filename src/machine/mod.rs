@@ -325,7 +325,20 @@ impl Machine {
             rom.register(&vm)?;
         }
         let shadow = Arc::new(ShadowSlots::new(vm.clone(), &memory, bios)?);
+        let apic_ids: Vec<u32> = (0..config.smp.cpus).map(|i| topology.apic_id(i)).collect();
+        let acpi_tables = acpi::AcpiTables::build(&acpi::AcpiFacts {
+            split: &split,
+            apic_ids: &apic_ids,
+        });
+        // Firmware places and links the tables itself (fw_cfg); direct boot gets them
+        // written into the BIOS area.
+        let (acpi_files, direct_boot_acpi) = if firmware_boot {
+            (acpi_tables.fw_cfg_files(), None)
+        } else {
+            (Vec::new(), Some(acpi_tables))
+        };
         let fw_cfg = firmware::fw_cfg_items(&firmware::FwCfgFacts {
+            acpi_files,
             split: &split,
             e820: firmware::qemu_e820(&split, &e820),
             cpus: config.smp.cpus as u16,
@@ -382,13 +395,11 @@ impl Machine {
             remap_events.send(MachineEvent::InternalError { vcpu: 0, detail })
         }));
 
-        let apic_ids: Vec<u32> = (0..config.smp.cpus).map(|i| topology.apic_id(i)).collect();
-        // Firmware builds its own tables (SeaBIOS's, from fw_cfg).
-        let rsdp_addr = if firmware_boot {
-            0
-        } else {
-            acpi::write_tables(&memory, &apic_ids)
-                .map_err(|e| MachineError::Memory(format!("writing ACPI tables: {e}")))?
+        let rsdp_addr = match &direct_boot_acpi {
+            None => 0,
+            Some(tables) => tables
+                .write_to(&memory)
+                .map_err(|e| MachineError::Memory(e.to_string()))?,
         };
 
         let boot_entry = match &config.kernel_boot {
