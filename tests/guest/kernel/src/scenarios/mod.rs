@@ -3,6 +3,7 @@
 use crate::start_info::StartInfo;
 
 mod memory;
+mod powerbutton;
 mod reset;
 mod serial_echo;
 mod smp;
@@ -16,9 +17,17 @@ const ALL: &[(&str, Scenario)] = &[
     ("serial-echo", serial_echo::run),
     ("timer", timer::run),
     ("reset", reset::run),
+    ("powerbutton", powerbutton::run),
 ];
 
-pub const NAMES: &[&str] = &["memory", "smp", "serial-echo", "timer", "reset"];
+pub const NAMES: &[&str] = &[
+    "memory",
+    "smp",
+    "serial-echo",
+    "timer",
+    "reset",
+    "powerbutton",
+];
 
 pub fn find(name: &[u8]) -> Option<Scenario> {
     ALL.iter()
