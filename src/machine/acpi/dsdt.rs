@@ -88,6 +88,24 @@ impl Aml for IrqNoFlags {
     }
 }
 
+/// An Extended Interrupt descriptor for PCI interrupt links: consumer, level-triggered,
+/// active high, shared, listing `irqs` (the crate's `Interrupt` takes only one).
+struct LinkInterrupts<'a>(&'a [u32]);
+
+impl Aml for LinkInterrupts<'_> {
+    fn to_aml_bytes(&self, sink: &mut dyn AmlSink) {
+        const CONSUMER: u8 = 1 << 0;
+        const SHARED: u8 = 1 << 3;
+        sink.byte(0x89);
+        sink.word(2 + 4 * self.0.len() as u16);
+        sink.byte(CONSUMER | SHARED);
+        sink.byte(self.0.len() as u8);
+        for &irq in self.0 {
+            sink.dword(irq);
+        }
+    }
+}
+
 /// What the DSDT describes.
 pub struct DsdtFacts<'a> {
     pub split: &'a RamSplit,
@@ -107,7 +125,7 @@ pub fn build(facts: &DsdtFacts) -> Vec<u8> {
     )
     .to_aml_bytes(&mut body);
     // \_S5: SLP_TYP 0 for PM1a and PM1b (what the PM block treats as soft-off).
-    Name::new("\\_S5_".into(), &Package::new(vec![&0u8, &0u8, &0u8, &0u8])).to_aml_bytes(&mut body);
+    Name::new("_S5_".into(), &Package::new(vec![&0u8, &0u8, &0u8, &0u8])).to_aml_bytes(&mut body);
 
     let mut table = table_header(*b"DSDT", 1, body.len());
     table.extend_from_slice(&body);
@@ -169,20 +187,16 @@ fn pci_root(facts: &DsdtFacts) -> Raw {
     };
     let host_bridge = raw(&Device::new("S00_".into(), vec![&name("_ADR", &0u8)]));
     let isa_bridge = isa_bridge();
-    raw(&Device::new(
+    // As QEMU: the bridge's identity first, its resources and children in a later scope.
+    let identity = raw(&Scope::new(
+        "\\_SB_".into(),
+        vec![&Device::new("PCI0".into(), vec![&hid, &adr, &uid])],
+    ));
+    let contents = raw(&Scope::new(
         "\\_SB_.PCI0".into(),
-        vec![
-            &hid,
-            &adr,
-            &uid,
-            &crs,
-            &prt,
-            &gpe0,
-            &fw_cfg,
-            &host_bridge,
-            &isa_bridge,
-        ],
-    ))
+        vec![&crs, &prt, &gpe0, &fw_cfg, &host_bridge, &isa_bridge],
+    ));
+    Raw([identity.0, contents.0].concat())
 }
 
 /// The root bridge's `_CRS` as QEMU computes it: all buses, the config ports, the I/O
@@ -250,18 +264,22 @@ fn routing_table() -> Raw {
 /// ISA devices behind it that vmscope has.
 fn isa_bridge() -> Raw {
     let region = OpRegion::new("P40C".into(), OpRegionSpace::PCIConfig, &0x60u8, &4u8);
-    let fields = Field::new(
-        "P40C".into(),
-        FieldAccessType::Byte,
-        FieldLockRule::NoLock,
-        FieldUpdateRule::Preserve,
-        vec![
-            FieldEntry::Named(*b"PRQ0", 8),
-            FieldEntry::Named(*b"PRQ1", 8),
-            FieldEntry::Named(*b"PRQ2", 8),
-            FieldEntry::Named(*b"PRQ3", 8),
-        ],
-    );
+    // As QEMU, the route registers are named in \_SB, where the link devices use them.
+    let fields = raw(&Scope::new(
+        "\\_SB_".into(),
+        vec![&Field::new(
+            "PCI0.S08_.P40C".into(),
+            FieldAccessType::Byte,
+            FieldLockRule::NoLock,
+            FieldUpdateRule::Preserve,
+            vec![
+                FieldEntry::Named(*b"PRQ0", 8),
+                FieldEntry::Named(*b"PRQ1", 8),
+                FieldEntry::Named(*b"PRQ2", 8),
+                FieldEntry::Named(*b"PRQ3", 8),
+            ],
+        )],
+    ));
     let keyboard = isa_device(
         "KBD_",
         "PNP0303",
@@ -318,7 +336,7 @@ fn link_devices() -> Raw {
     };
     // IQCR: _CRS of a link: one level, active-high, shared interrupt, the routed IRQ.
     let iqcr = {
-        let interrupt = aml::Interrupt::new(true, false, false, true, 0);
+        let interrupt = LinkInterrupts(&[0]);
         let template = name("PRR0", &ResourceTemplate::new(vec![&interrupt]));
         let field = raw(&CreateDWordField::new(&prri, &prr0, &5u8));
         let store = raw(&Store::new(&prri, &Arg(0)));
@@ -332,17 +350,11 @@ fn link_devices() -> Raw {
             vec![&template, &field, &routed, &ret],
         ))
     };
-    let possible_irqs: Vec<aml::Interrupt> = [5, 10, 11]
-        .into_iter()
-        .map(|irq| aml::Interrupt::new(true, false, false, true, irq))
-        .collect();
+    let possible_irqs = LinkInterrupts(&[5, 10, 11]);
     let links: Vec<Raw> = (0..4u8)
         .map(|index| {
-            let register = Path::new(&format!("\\_SB_.PCI0.S08_.PRQ{index}"));
-            let possible = name(
-                "_PRS",
-                &ResourceTemplate::new(possible_irqs.iter().map(|i| i as &dyn Aml).collect()),
-            );
+            let register = Path::new(&format!("PRQ{index}"));
+            let possible = name("_PRS", &ResourceTemplate::new(vec![&possible_irqs]));
             let status = raw(&Return::new(&aml::MethodCall::new(
                 "IQST".into(),
                 vec![&register],
@@ -373,7 +385,7 @@ fn link_devices() -> Raw {
             ))
         })
         .collect();
-    let sci_irq = aml::Interrupt::new(true, false, false, true, 9);
+    let sci_irq = LinkInterrupts(&[9]);
     let sci = raw(&Device::new(
         "LNKS".into(),
         vec![
