@@ -181,6 +181,9 @@ pub struct Machine {
     split: RamSplit,
     e820: Vec<E820Entry>,
     rsdp_addr: u64,
+    /// Direct kernel boot: the ACPI tables, written again on reset (firmware boot gets them
+    /// from fw_cfg and installs them itself on every boot).
+    direct_boot_acpi: Option<acpi::AcpiTables>,
     no_reboot: bool,
     no_shutdown: bool,
     run_state: Mutex<RunState>,
@@ -470,6 +473,7 @@ impl Machine {
             split,
             e820,
             rsdp_addr,
+            direct_boot_acpi,
             no_reboot: config.no_reboot,
             no_shutdown: config.no_shutdown,
             run_state: Mutex::new(RunState::Prelaunch),
@@ -624,6 +628,11 @@ impl Machine {
         // A remap KVM refuses is reported as an internal error (see `report_errors_to`).
         self.chipset.reset();
         self.pm.reset();
+        if let Some(tables) = &self.direct_boot_acpi {
+            tables
+                .write_to(&self.shared.memory)
+                .map_err(|e| MachineError::Memory(e.to_string()))?;
+        }
         if let Some(kernel_boot) = &self.kernel_boot {
             let entry = boot::load_kernel(
                 &self.shared.memory,
