@@ -222,54 +222,101 @@ fn iasl_disassembles_every_table() {
             split: &split,
             apic_ids: &apic_ids,
         });
-        let dir =
-            std::env::temp_dir().join(format!("vmscope-iasl-{}-{ram}-{cpus}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        for (_, table) in reachable(&tables) {
-            let name = String::from_utf8_lossy(&table[..4]).to_string();
-            let file = dir.join(format!("{name}.dat"));
-            std::fs::write(&file, &table).unwrap();
-            let output = std::process::Command::new("iasl")
-                .arg("-d")
-                .arg(&file)
-                .current_dir(&dir)
-                .output()
-                .unwrap();
-            let text = String::from_utf8_lossy(&output.stdout).to_string()
-                + &String::from_utf8_lossy(&output.stderr);
-            assert!(output.status.success(), "iasl -d {name}: {text}");
-            assert!(
-                !text.contains("Error") && !text.contains("Warning"),
-                "iasl -d {name}: {text}"
-            );
-            let dsl = std::fs::read_to_string(dir.join(format!("{name}.dsl"))).unwrap();
-            if name == "DSDT" {
-                for needle in [
-                    "EisaId (\"PNP0A03\")",
-                    "Device (LNKA)",
-                    "Device (LNKS)",
-                    "Name (_PRT, Package (0x80)",
-                    "Name (_S5, Package (0x04)",
-                    "EisaId (\"PNP0501\")",
-                    "EisaId (\"PNP0B00\")",
-                    "\"QEMU0002\"",
-                    "Processor (C000, 0x00, 0x00000000, 0x00)",
-                ] {
-                    assert!(dsl.contains(needle), "DSDT lacks {needle}:\n{dsl}");
-                }
-                // Compiling the disassembly back resolves every name the AML refers to.
+        // Direct boot: the tables as written into guest memory, found from the RSDP there.
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let rsdp = tables.write_to(&mem).unwrap();
+        let direct = walk_memory(&mem, rsdp);
+        // Firmware boot: as SeaBIOS links them.
+        let firmware = reachable(&tables);
+        assert_eq!(direct.len(), firmware.len());
+        for (path, set) in [("direct", direct), ("firmware", firmware)] {
+            let dir = std::env::temp_dir().join(format!(
+                "vmscope-iasl-{}-{ram}-{cpus}-{path}",
+                std::process::id()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            for (_, table) in set {
+                let name = String::from_utf8_lossy(&table[..4]).to_string();
+                let file = dir.join(format!("{name}.dat"));
+                std::fs::write(&file, &table).unwrap();
                 let output = std::process::Command::new("iasl")
-                    .args(["-p", "recompiled"])
-                    .arg(dir.join("DSDT.dsl"))
+                    .arg("-d")
+                    .arg(&file)
                     .current_dir(&dir)
                     .output()
                     .unwrap();
                 let text = String::from_utf8_lossy(&output.stdout).to_string()
                     + &String::from_utf8_lossy(&output.stderr);
-                assert!(output.status.success(), "iasl DSDT.dsl: {text}");
-                assert!(text.contains(" 0 Errors"), "iasl DSDT.dsl: {text}");
+                assert!(output.status.success(), "iasl -d {name}: {text}");
+                assert!(
+                    !text.contains("Error") && !text.contains("Warning"),
+                    "iasl -d {name}: {text}"
+                );
+                let dsl = std::fs::read_to_string(dir.join(format!("{name}.dsl"))).unwrap();
+                if name == "DSDT" {
+                    for needle in [
+                        "EisaId (\"PNP0A03\")",
+                        "Device (LNKA)",
+                        "Device (LNKS)",
+                        "Name (_PRT, Package (0x80)",
+                        "Name (_S5, Package (0x04)",
+                        "EisaId (\"PNP0501\")",
+                        "EisaId (\"PNP0B00\")",
+                        "\"QEMU0002\"",
+                        "Processor (C000, 0x00, 0x00000000, 0x00)",
+                    ] {
+                        assert!(dsl.contains(needle), "DSDT lacks {needle}:\n{dsl}");
+                    }
+                    // Compiling the disassembly back resolves every name the AML refers to.
+                    let output = std::process::Command::new("iasl")
+                        .args(["-p", "recompiled"])
+                        .arg(dir.join("DSDT.dsl"))
+                        .current_dir(&dir)
+                        .output()
+                        .unwrap();
+                    let text = String::from_utf8_lossy(&output.stdout).to_string()
+                        + &String::from_utf8_lossy(&output.stderr);
+                    assert!(output.status.success(), "iasl DSDT.dsl: {text}");
+                    assert!(text.contains(" 0 Errors"), "iasl DSDT.dsl: {text}");
+                }
             }
+            std::fs::remove_dir_all(&dir).unwrap();
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
+}
+
+/// Every table reachable from the RSDP at `rsdp` in guest memory (FACS and DSDT after the
+/// FADT, as [`reachable`] orders them).
+fn walk_memory(mem: &GuestMemoryMmap, rsdp: u64) -> Vec<(u64, Vec<u8>)> {
+    let read = |address: u64, len: usize| {
+        let mut buf = vec![0u8; len];
+        mem.read_slice(&mut buf, GuestAddress(address)).unwrap();
+        buf
+    };
+    let table = |address: u64| {
+        let len = u32_at(&read(address, 8), 4) as usize;
+        read(address, len)
+    };
+    let rsdp_bytes = read(rsdp, 20);
+    assert_eq!(sum(&rsdp_bytes), 0);
+    let rsdt_addr = u64::from(u32_at(&rsdp_bytes, 16));
+    let rsdt = table(rsdt_addr);
+    let mut found = vec![(rsdt_addr, rsdt.clone())];
+    for entry in (36..rsdt.len()).step_by(4) {
+        let address = u64::from(u32_at(&rsdt, entry));
+        let t = table(address);
+        if &t[..4] == b"FACP" {
+            let facs = u64::from(u32_at(&t, 36));
+            let dsdt = u64::from(u32_at(&t, 40));
+            found.push((facs, read(facs, 64)));
+            found.push((dsdt, table(dsdt)));
+        }
+        found.push((address, t));
+    }
+    for (_, t) in &found {
+        if &t[..4] != b"FACS" {
+            assert_eq!(sum(t), 0);
+        }
+    }
+    found
 }
