@@ -221,6 +221,7 @@ fn run(config: Config) -> i32 {
             let next = events_machine.handle_events(&mut |notice| match notice {
                 GuestNotice::Shutdown { reason } => events.shutdown(true, reason),
                 GuestNotice::Reset => events.reset(true, "guest-reset"),
+                GuestNotice::SuspendDisk => events.emit("SUSPEND_DISK", None),
                 GuestNotice::Stopped => events.emit("STOP", None),
             });
             if let Next::Exit(status) = next {

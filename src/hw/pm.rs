@@ -37,6 +37,9 @@ const PM1_CNT_SLP_EN: u16 = 1 << 13;
 const PM1_CNT_SLP_TYP_SHIFT: u16 = 10;
 /// Sleep type of S5 (soft off) in the DSDT's `_S5` package.
 const SLP_TYP_SOFT_OFF: u16 = 0;
+/// Sleep type of S4 (suspend to disk) in the DSDT's `_S4` package (QEMU's `s4_val`): the
+/// guest saved itself; the machine turns off as for S5.
+pub const SLP_TYP_SUSPEND_TO_DISK: u16 = 2;
 
 /// The ACPI PM timer runs at 3.579545 MHz and is 24 bits wide.
 const PM_TIMER_HZ: u128 = 3_579_545;
@@ -72,6 +75,7 @@ pub struct PowerManagement {
     started: Instant,
     on_poweroff: Box<dyn Fn() + Send + Sync>,
     sci: OnceLock<SciLine>,
+    on_suspend_to_disk: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl PowerManagement {
@@ -81,7 +85,14 @@ impl PowerManagement {
             started: Instant::now(),
             on_poweroff,
             sci: OnceLock::new(),
+            on_suspend_to_disk: OnceLock::new(),
         }
+    }
+
+    /// What entering S4 does (QEMU: a SUSPEND_DISK event, then a guest shutdown). Until it
+    /// is connected an S4 request is ignored, as any sleep type the DSDT does not list.
+    pub fn connect_suspend_to_disk(&self, action: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.on_suspend_to_disk.set(action);
     }
 
     /// Connects the SCI output (ISA IRQ 9 on the `pc`); without it events set status bits only.
@@ -166,9 +177,17 @@ impl PowerManagement {
             PM1_CNT => {
                 regs.control = (value & !PM1_CNT_SLP_EN) | (regs.control & PM1_CNT_SCI_EN);
                 let sleep_type = (value >> PM1_CNT_SLP_TYP_SHIFT) & 0x7;
-                if value & PM1_CNT_SLP_EN != 0 && sleep_type == SLP_TYP_SOFT_OFF {
+                if value & PM1_CNT_SLP_EN != 0 {
                     drop(regs);
-                    (self.on_poweroff)();
+                    match sleep_type {
+                        SLP_TYP_SOFT_OFF => (self.on_poweroff)(),
+                        SLP_TYP_SUSPEND_TO_DISK => {
+                            if let Some(action) = self.on_suspend_to_disk.get() {
+                                action();
+                            }
+                        }
+                        _ => {}
+                    }
                 }
             }
             _ => {}
@@ -259,6 +278,21 @@ mod tests {
         assert_eq!(poweroffs.load(Ordering::SeqCst), 0);
         pm.write(PM1_CNT, &0x2000u16.to_le_bytes());
         assert_eq!(poweroffs.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn s4_runs_the_suspend_to_disk_action_when_connected() {
+        let (pm, poweroffs) = pm();
+        let s4 = PM1_CNT_SLP_EN | SLP_TYP_SUSPEND_TO_DISK << 10;
+        pm.write(PM1_CNT, &s4.to_le_bytes());
+        let suspends = Arc::new(AtomicUsize::new(0));
+        let seen = suspends.clone();
+        pm.connect_suspend_to_disk(Box::new(move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }));
+        pm.write(PM1_CNT, &s4.to_le_bytes());
+        assert_eq!(suspends.load(Ordering::SeqCst), 1);
+        assert_eq!(poweroffs.load(Ordering::SeqCst), 0);
     }
 
     #[test]

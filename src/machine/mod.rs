@@ -52,6 +52,8 @@ use layout::{RamSplit, KVM_IDENTITY_MAP_START, KVM_TSS_START};
 pub enum MachineEvent {
     /// ACPI soft-off.
     PowerOff,
+    /// ACPI S4: the guest saved itself to disk; the machine turns off.
+    SuspendToDisk,
     /// i8042 reset or triple fault.
     Reset,
     /// KVM could not run or emulate the guest.
@@ -78,7 +80,10 @@ pub(crate) fn take_stop_request() -> bool {
 
 impl EventSink {
     pub fn send(&self, event: MachineEvent) {
-        if matches!(event, MachineEvent::Reset | MachineEvent::PowerOff) {
+        if matches!(
+            event,
+            MachineEvent::Reset | MachineEvent::PowerOff | MachineEvent::SuspendToDisk
+        ) {
             STOP_REQUESTED.with(|flag| flag.set(true));
         }
         // The receiver lives as long as the machine; after it is gone nobody listens anyway.
@@ -105,6 +110,8 @@ pub enum GuestNotice {
     Shutdown { reason: &'static str },
     /// The guest reset the machine.
     Reset,
+    /// The guest entered S4 (QEMU's SUSPEND_DISK), before its Shutdown.
+    SuspendDisk,
     /// The VM stopped because of what the guest did (poweroff under `-no-shutdown`, an
     /// emulation failure).
     Stopped,
@@ -306,6 +313,10 @@ impl Machine {
                     detail: format!("KVM: driving the ACPI SCI: {e}"),
                 });
             }
+        }));
+        let s4_events = event_sink.clone();
+        pm_block.connect_suspend_to_disk(Box::new(move || {
+            s4_events.send(MachineEvent::SuspendToDisk)
         }));
         pio.register(
             GPE0_IO_BASE,
@@ -573,8 +584,11 @@ impl Machine {
             let Ok(event) = self.events.lock().unwrap().try_recv() else {
                 break;
             };
+            if event == MachineEvent::SuspendToDisk {
+                notify(GuestNotice::SuspendDisk);
+            }
             match event {
-                MachineEvent::PowerOff => {
+                MachineEvent::PowerOff | MachineEvent::SuspendToDisk => {
                     notify(GuestNotice::Shutdown {
                         reason: "guest-shutdown",
                     });

@@ -4,8 +4,8 @@
 //! the GPE0 block, fw_cfg and the `\_S5` soft-off state.
 //!
 //! Left out because vmscope has no such device or feature: PCI and CPU hotplug, the HPET,
-//! floppy, parallel port, PS/2 mouse, VGA, the 0x402 debug method, and `\_S3`/`\_S4` (the
-//! PM block implements soft-off only; QEMU's sleep states would be a promise not kept).
+//! floppy, parallel port, PS/2 mouse, VGA, the 0x402 debug method, and `\_S3` (suspend to
+//! RAM is not implemented: offering it would be a promise not kept).
 
 use acpi_tables::aml::{
     self, And, Arg, CreateDWordField, Device, EISAName, Field, FieldAccessType, FieldEntry,
@@ -124,7 +124,9 @@ pub fn build(facts: &DsdtFacts) -> Vec<u8> {
         vec![&Name::new("_HID".into(), &"ACPI0006")],
     )
     .to_aml_bytes(&mut body);
-    // \_S5: SLP_TYP 0 for PM1a and PM1b (what the PM block treats as soft-off).
+    // \_S4 and \_S5: the SLP_TYP values the PM block acts on (QEMU's), for PM1a and PM1b.
+    let s4 = u8::try_from(crate::hw::pm::SLP_TYP_SUSPEND_TO_DISK).expect("3 bits");
+    Name::new("_S4_".into(), &Package::new(vec![&s4, &s4, &0u8, &0u8])).to_aml_bytes(&mut body);
     Name::new("_S5_".into(), &Package::new(vec![&0u8, &0u8, &0u8, &0u8])).to_aml_bytes(&mut body);
 
     let mut table = table_header(*b"DSDT", 1, body.len());

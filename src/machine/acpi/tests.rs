@@ -259,6 +259,7 @@ fn iasl_disassembles_every_table() {
                         "Device (LNKA)",
                         "Device (LNKS)",
                         "Name (_PRT, Package (0x80)",
+                        "Name (_S4, Package (0x04)",
                         "Name (_S5, Package (0x04)",
                         "EisaId (\"PNP0501\")",
                         "EisaId (\"PNP0B00\")",

@@ -170,17 +170,22 @@ pub fn fadt(fadt: u64) -> Fadt {
     }
 }
 
-/// The PM1a SLP_TYP of `\_S5` in the DSDT at `dsdt`, found the way simple OSes do: the name
-/// `_S5_` followed by a package whose first element is the value. None when the DSDT is
-/// invalid or has no `\_S5`.
+/// The PM1a SLP_TYP of `\_S5` in the DSDT at `dsdt`.
 pub fn s5_sleep_type(dsdt: u64) -> Option<u8> {
+    sleep_type(dsdt, b"_S5_")
+}
+
+/// The PM1a SLP_TYP of the sleep state `name` (`_S4_`, `_S5_`) in the DSDT at `dsdt`, found
+/// the way simple OSes do: the name followed by a package whose first element is the value.
+/// None when the DSDT is invalid or lacks the state.
+pub fn sleep_type(dsdt: u64, name: &[u8; 4]) -> Option<u8> {
     let len = u64::from(phys::read_u32(dsdt + 4));
     if len < HEADER_LEN || !checksum_ok(dsdt, len) {
         return None;
     }
     const PACKAGE_OP: u8 = 0x12;
     const BYTE_PREFIX: u8 = 0x0a;
-    let at = (dsdt + HEADER_LEN..dsdt + len - 8).find(|&a| signature_at(a, b"_S5_"))?;
+    let at = (dsdt + HEADER_LEN..dsdt + len - 8).find(|&a| signature_at(a, name))?;
     let mut p = at + 4;
     if phys::read_u8(p) != PACKAGE_OP {
         return None;

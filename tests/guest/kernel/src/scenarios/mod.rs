@@ -7,6 +7,7 @@ mod powerbutton;
 mod reset;
 mod serial_echo;
 mod smp;
+mod suspend_disk;
 mod timer;
 
 pub type Scenario = fn(&StartInfo);
@@ -18,6 +19,7 @@ const ALL: &[(&str, Scenario)] = &[
     ("timer", timer::run),
     ("reset", reset::run),
     ("powerbutton", powerbutton::run),
+    ("suspend-disk", suspend_disk::run),
 ];
 
 pub const NAMES: &[&str] = &[
@@ -27,6 +29,7 @@ pub const NAMES: &[&str] = &[
     "timer",
     "reset",
     "powerbutton",
+    "suspend-disk",
 ];
 
 pub fn find(name: &[u8]) -> Option<Scenario> {
