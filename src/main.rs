@@ -85,6 +85,10 @@ impl VmControl for MachineControl {
             .vcpu_registers(index)
             .map_err(|e| e.to_string())
     }
+    fn system_powerdown(&self) -> Result<(), String> {
+        self.machine().press_power_button();
+        Ok(())
+    }
     fn vcpus(&self) -> Vec<VcpuInfo> {
         // Threads fastest, then cores, dies, sockets: QEMU's numbering of cpu-index.
         let smp = &self.smp;
@@ -252,6 +256,7 @@ fn run(config: Config) -> i32 {
             let next = events_machine.handle_events(&mut |notice| match notice {
                 GuestNotice::Shutdown { reason } => events.shutdown(true, reason),
                 GuestNotice::Reset => events.reset(true, "guest-reset"),
+                GuestNotice::SuspendDisk => events.emit("SUSPEND_DISK", None),
                 GuestNotice::Stopped => events.emit("STOP", None),
             });
             if let Next::Exit(status) = next {

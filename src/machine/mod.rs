@@ -44,7 +44,7 @@ use crate::hw::pc::debugcon::DebugCon;
 use crate::hw::pc::piix4_pm::DIRECT_BOOT_PM_BASE;
 use crate::hw::pc::rtc::{CmosFacts, Rtc, RTC_IRQ};
 use crate::hw::pc::rtc_clock::RtcTimeSource;
-use crate::hw::pm::PowerManagement;
+use crate::hw::pm::{Gpe0Block, PowerManagement, GPE0_IO_BASE, GPE0_IO_LEN};
 use crate::hw::serial::{IrqLine, RxSpace, SerialPort, COM1_BASE, COM1_IRQ, UART_PORT_COUNT};
 use crate::hw::virtual_clock::VirtualClock;
 use crate::monitor::RunState;
@@ -61,6 +61,8 @@ use layout::{RamSplit, KVM_IDENTITY_MAP_START, KVM_TSS_START};
 pub enum MachineEvent {
     /// ACPI soft-off.
     PowerOff,
+    /// ACPI S4: the guest saved itself to disk; the machine turns off.
+    SuspendToDisk,
     /// i8042 reset or triple fault.
     Reset,
     /// KVM could not run or emulate the guest.
@@ -87,7 +89,10 @@ pub(crate) fn take_stop_request() -> bool {
 
 impl EventSink {
     pub fn send(&self, event: MachineEvent) {
-        if matches!(event, MachineEvent::Reset | MachineEvent::PowerOff) {
+        if matches!(
+            event,
+            MachineEvent::Reset | MachineEvent::PowerOff | MachineEvent::SuspendToDisk
+        ) {
             STOP_REQUESTED.with(|flag| flag.set(true));
         }
         // The receiver lives as long as the machine; after it is gone nobody listens anyway.
@@ -116,6 +121,8 @@ pub enum GuestNotice {
     Shutdown { reason: &'static str },
     /// The guest reset the machine.
     Reset,
+    /// The guest entered S4 (QEMU's SUSPEND_DISK), before its Shutdown.
+    SuspendDisk,
     /// The VM stopped because of what the guest did (poweroff under `-no-shutdown`, an
     /// emulation failure).
     Stopped,
@@ -166,6 +173,9 @@ pub enum MachineError {
     NoSuchVcpu(u32),
 }
 
+/// The ACPI SCI's ISA IRQ (QEMU's PIIX4 PM is wired to GSI 9).
+const SCI_IRQ: u32 = 9;
+
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> MachineError {
     move |source| MachineError::Kvm { what, source }
 }
@@ -190,9 +200,14 @@ pub struct Machine {
     /// The i440FX/PIIX chipset, reset with the machine. Its host bridge owns the PAM
     /// shadowing (`firmware::ShadowSlots`) and through it the BIOS ROM mapping.
     chipset: Chipset,
+    /// The ACPI PM registers: the power button, and reset with the machine.
+    pm: Arc<PowerManagement>,
     split: RamSplit,
     e820: Vec<E820Entry>,
     rsdp_addr: u64,
+    /// Direct kernel boot: the ACPI tables, written again on reset (firmware boot gets them
+    /// from fw_cfg and installs them itself on every boot).
+    direct_boot_acpi: Option<acpi::AcpiTables>,
     no_reboot: bool,
     no_shutdown: bool,
     run_state: Mutex<RunState>,
@@ -317,6 +332,26 @@ impl Machine {
         let pm_block = Arc::new(PowerManagement::new(Box::new(move || {
             poweroff_events.send(MachineEvent::PowerOff)
         })));
+        // The SCI is ISA IRQ 9, level-triggered (the MADT's override says active high).
+        let sci_vm = vm.clone();
+        let sci_events = event_sink.clone();
+        pm_block.connect_sci(Box::new(move |level| {
+            if let Err(e) = sci_vm.set_irq_line(SCI_IRQ, level) {
+                sci_events.send(MachineEvent::InternalError {
+                    vcpu: 0,
+                    detail: format!("KVM: driving the ACPI SCI: {e}"),
+                });
+            }
+        }));
+        let s4_events = event_sink.clone();
+        pm_block.connect_suspend_to_disk(Box::new(move || {
+            s4_events.send(MachineEvent::SuspendToDisk)
+        }));
+        pio.register(
+            GPE0_IO_BASE,
+            GPE0_IO_LEN,
+            Arc::new(Gpe0Block(pm_block.clone())),
+        )?;
         for (debugcon, output) in config.debugcons.iter().zip(debugcon_outputs) {
             pio.register(debugcon.iobase, 1, Arc::new(DebugCon::new(output)))?;
         }
@@ -333,7 +368,20 @@ impl Machine {
             rom.register(&vm)?;
         }
         let shadow = Arc::new(ShadowSlots::new(vm.clone(), &memory, bios)?);
+        let apic_ids: Vec<u32> = (0..config.smp.cpus).map(|i| topology.apic_id(i)).collect();
+        let acpi_tables = acpi::AcpiTables::build(&acpi::AcpiFacts {
+            split: &split,
+            apic_ids: &apic_ids,
+        });
+        // Firmware places and links the tables itself (fw_cfg); direct boot gets them
+        // written into the BIOS area.
+        let (acpi_files, direct_boot_acpi) = if firmware_boot {
+            (acpi_tables.fw_cfg_files(), None)
+        } else {
+            (Vec::new(), Some(acpi_tables))
+        };
         let fw_cfg = firmware::fw_cfg_items(&firmware::FwCfgFacts {
+            acpi_files,
             split: &split,
             e820: firmware::qemu_e820(&split, &e820),
             cpus: config.smp.cpus as u16,
@@ -375,7 +423,7 @@ impl Machine {
                     [0x30, 0x33, 0x33, 0x33, 0x33, 0x33, 0x33]
                 },
                 shadow: shadow.clone(),
-                pm_block,
+                pm_block: pm_block.clone(),
                 pm_preset_base: (!firmware_boot).then_some(DIRECT_BOOT_PM_BASE),
                 on_reset: Box::new(move || cf9_events.send(MachineEvent::Reset)),
                 on_fast_reset: Box::new(move || port92_events.send(MachineEvent::Reset)),
@@ -392,13 +440,11 @@ impl Machine {
             remap_events.send(MachineEvent::InternalError { vcpu: 0, detail })
         }));
 
-        let apic_ids: Vec<u32> = (0..config.smp.cpus).map(|i| topology.apic_id(i)).collect();
-        // Firmware builds its own tables (SeaBIOS's, from fw_cfg).
-        let rsdp_addr = if firmware_boot {
-            0
-        } else {
-            acpi::write_tables(&memory, &apic_ids)
-                .map_err(|e| MachineError::Memory(format!("writing ACPI tables: {e}")))?
+        let rsdp_addr = match &direct_boot_acpi {
+            None => 0,
+            Some(tables) => tables
+                .write_to(&memory)
+                .map_err(|e| MachineError::Memory(e.to_string()))?,
         };
 
         let boot_entry = match &config.kernel_boot {
@@ -471,9 +517,11 @@ impl Machine {
             serial,
             kernel_boot: config.kernel_boot.clone(),
             chipset,
+            pm: pm_block,
             split,
             e820,
             rsdp_addr,
+            direct_boot_acpi,
             no_reboot: config.no_reboot,
             no_shutdown: config.no_shutdown,
             run_state: Mutex::new(RunState::Prelaunch),
@@ -586,8 +634,11 @@ impl Machine {
             let Ok(event) = self.events.lock().unwrap().try_recv() else {
                 break;
             };
+            if event == MachineEvent::SuspendToDisk {
+                notify(GuestNotice::SuspendDisk);
+            }
             match event {
-                MachineEvent::PowerOff => {
+                MachineEvent::PowerOff | MachineEvent::SuspendToDisk => {
                     notify(GuestNotice::Shutdown {
                         reason: "guest-shutdown",
                     });
@@ -641,6 +692,12 @@ impl Machine {
         // A remap KVM refuses is reported as an internal error (see `report_errors_to`).
         self.chipset.reset();
         self.i8042.reset();
+        self.pm.reset();
+        if let Some(tables) = &self.direct_boot_acpi {
+            tables
+                .write_to(&self.shared.memory)
+                .map_err(|e| MachineError::Memory(e.to_string()))?;
+        }
         if let Some(kernel_boot) = &self.kernel_boot {
             let entry = boot::load_kernel(
                 &self.shared.memory,
@@ -660,6 +717,12 @@ impl Machine {
             self.shared.gate.open();
         }
         Ok(())
+    }
+
+    /// Presses the ACPI power button (monitor `system_powerdown`): the guest sees PWRBTN_STS
+    /// and an SCI if it enabled the button, and nothing otherwise, as on QEMU.
+    pub fn press_power_button(&self) {
+        self.pm.press_power_button();
     }
 
     /// Stops and joins every vCPU thread.

@@ -43,6 +43,11 @@ pub trait VmControl: Send + Sync {
     /// A system reset asked for by the host (`system_reset`): the VM is reset now, or,
     /// under `-no-reboot`, the process is asked to end (exit status 0) instead.
     fn system_reset(&self) -> Result<SystemReset, String>;
+    /// Presses the ACPI power button (`system_powerdown`); what follows is up to the guest.
+    /// A machine without one says so.
+    fn system_powerdown(&self) -> Result<(), String> {
+        Err("system_powerdown: this machine has no ACPI power button".into())
+    }
     /// Every vCPU, ordered by index, with the TID of its thread (`query-cpus-fast`). Called
     /// on the main loop thread, possibly while the vCPUs run.
     fn vcpus(&self) -> Vec<VcpuInfo>;
@@ -244,6 +249,14 @@ impl MonitorCommands {
                 self.events.shutdown(false, REASON);
             }
         }
+        Ok(())
+    }
+
+    /// `system_powerdown`: the power button is pressed and QEMU 7.2 sends `POWERDOWN`
+    /// (whether or not the guest listens), before the command's reply.
+    pub fn system_powerdown(&self) -> Result<(), CommandError> {
+        self.vm.system_powerdown().map_err(CommandError::generic)?;
+        self.events.powerdown();
         Ok(())
     }
 

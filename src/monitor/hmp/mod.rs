@@ -208,6 +208,7 @@ fn execute(commands: &MonitorCommands, parsed: Parsed, current_cpu: u32) -> Vec<
                 .into_bytes(),
             Action::InfoRegisters => info_registers(commands, argument.as_deref(), current_cpu),
             Action::SystemReset => report(commands.system_reset()),
+            Action::SystemPowerdown => report(commands.system_powerdown()),
             Action::Stop => report(commands.stop()),
             Action::Cont => report(commands.cont()),
             Action::Quit => report(commands.quit()),

@@ -20,6 +20,7 @@ pub(crate) enum Action {
     InfoChardev,
     InfoRegisters,
     SystemReset,
+    SystemPowerdown,
     Stop,
     Cont,
     Quit,
@@ -92,6 +93,14 @@ pub(crate) static COMMANDS: &[HmpCommand] = &[
         help: "stop emulation",
         args: Args::None,
         action: Action::Stop,
+        sub_table: None,
+    },
+    HmpCommand {
+        name: "system_powerdown",
+        params: "",
+        help: "send system power down event",
+        args: Args::None,
+        action: Action::SystemPowerdown,
         sub_table: None,
     },
     HmpCommand {
@@ -491,6 +500,10 @@ mod tests {
     fn help_texts() {
         let help = |arg: &[u8]| String::from_utf8(help_text(Some(arg))).unwrap();
         assert_eq!(help(b"stop"), "stop|s  -- stop emulation\n");
+        assert_eq!(
+            help(b"system_powerdown"),
+            "system_powerdown  -- send system power down event\n"
+        );
         assert_eq!(help(b"?"), "help|? [cmd] -- show the help\n");
         assert_eq!(
             help(b" info  status "),
@@ -511,6 +524,7 @@ mod tests {
              info [subcommand] -- show various information about the system state\n\
              quit|q  -- quit the emulator\n\
              stop|s  -- stop emulation\n\
+             system_powerdown  -- send system power down event\n\
              system_reset  -- reset the system\n"
         );
     }
@@ -530,7 +544,15 @@ mod tests {
         assert_eq!(names(b"qu"), (2, vec!["quit".to_string()]));
         assert_eq!(
             names(b"s"),
-            (1, vec!["s".into(), "stop".into(), "system_reset".into()])
+            (
+                1,
+                vec![
+                    "s".into(),
+                    "stop".into(),
+                    "system_powerdown".into(),
+                    "system_reset".into()
+                ]
+            )
         );
         assert_eq!(names(b"info st"), (2, vec!["status".to_string()]));
         assert_eq!(
@@ -551,6 +573,6 @@ mod tests {
         assert_eq!(names(b"help in"), (2, vec!["info".to_string()]));
         assert_eq!(names(b"help info s"), (1, vec!["status".to_string()]));
         assert_eq!(names(b"stop ").1, Vec::<String>::new());
-        assert_eq!(names(b"").1.len(), 10);
+        assert_eq!(names(b"").1.len(), 11);
     }
 }

@@ -35,6 +35,7 @@ pub(crate) enum Action {
     Cont,
     Quit,
     SystemReset,
+    SystemPowerdown,
     HumanMonitorCommand,
     QueryChardev,
     QueryQmpSchema,
@@ -84,6 +85,11 @@ static COMMANDS: &[QmpCommand] = &[
         name: "query-kvm",
         params: &[],
         action: Action::QueryKvm,
+    },
+    QmpCommand {
+        name: "system_powerdown",
+        params: &[],
+        action: Action::SystemPowerdown,
     },
     QmpCommand {
         name: "system_reset",
@@ -436,6 +442,7 @@ fn execute(
         Action::Cont => unit(commands.cont()),
         Action::Quit => unit(commands.quit()),
         Action::SystemReset => unit(commands.system_reset()),
+        Action::SystemPowerdown => unit(commands.system_powerdown()),
         Action::HumanMonitorCommand => {
             let mut current_cpu = 0;
             if let Some(QObject::Int(index)) = args.get("cpu-index") {
@@ -517,6 +524,9 @@ mod tests {
         fn quit(&self) {}
         fn system_reset(&self) -> Result<SystemReset, String> {
             Ok(SystemReset::Reset)
+        }
+        fn system_powerdown(&self) -> Result<(), String> {
+            Ok(())
         }
         fn vcpus(&self) -> Vec<VcpuInfo> {
             vec![VcpuInfo {
@@ -625,6 +635,23 @@ mod tests {
                 command.name
             );
         }
+    }
+
+    #[test]
+    fn system_powerdown_sends_powerdown_before_its_reply() {
+        let out = session(
+            "{'execute': 'qmp_capabilities'} {'execute': 'system_powerdown', 'id': 7} \
+             {'execute': 'human-monitor-command', 'arguments': {'command-line': 'system_powerdown'}}",
+        );
+        assert_eq!(
+            &out[1..],
+            [
+                r#""event": "POWERDOWN"}"#,
+                r#"{"return": {}, "id": 7}"#,
+                r#""event": "POWERDOWN"}"#,
+                r#"{"return": ""}"#,
+            ]
+        );
     }
 
     #[test]
