@@ -7,6 +7,7 @@
 pub mod drive;
 pub mod error;
 pub mod host_file;
+pub mod job;
 pub mod node;
 pub mod open;
 pub mod options;
