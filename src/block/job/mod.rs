@@ -139,7 +139,7 @@ struct State {
     offset: u64,
     speed: u64,
     busy: bool,
-    /// `block-job-pause` count (QEMU nests them; one resume per pause).
+    /// `block-job-pause` is in effect (0 or 1, as QEMU's `user_paused`).
     user_pauses: u32,
     cancel: bool,
     force_cancel: bool,
@@ -164,12 +164,12 @@ pub struct Job {
 /// Errors of the job-control commands, with QEMU's texts.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum JobControlError {
-    #[error("The active block job '{0}' cannot be completed")]
-    CannotComplete(String),
     #[error("Job '{0}' in state '{1}' cannot accept command verb '{2}'")]
     BadState(String, &'static str, &'static str),
-    #[error("Job '{0}' is not paused")]
-    NotPaused(String),
+    #[error("Job is already paused")]
+    AlreadyPaused,
+    #[error("Can't resume a job that was not paused")]
+    NotPaused,
     #[error("Parameter 'speed' expects a non-negative value")]
     NegativeSpeed,
 }
@@ -249,7 +249,10 @@ impl Job {
                 "pause",
             ));
         }
-        st.user_pauses += 1;
+        if st.user_pauses > 0 {
+            return Err(JobControlError::AlreadyPaused);
+        }
+        st.user_pauses = 1;
         self.wake.notify_all();
         Ok(())
     }
@@ -272,7 +275,7 @@ impl Job {
             ));
         }
         if st.user_pauses == 0 {
-            return Err(JobControlError::NotPaused(self.id.clone()));
+            return Err(JobControlError::NotPaused);
         }
         st.user_pauses -= 1;
         self.wake.notify_all();
@@ -283,9 +286,6 @@ impl Job {
     pub fn complete(&self) -> Result<(), JobControlError> {
         let mut st = self.lock();
         if st.status != JobStatus::Ready && st.status != JobStatus::Standby {
-            if matches!(st.status, JobStatus::Running | JobStatus::Paused) {
-                return Err(JobControlError::CannotComplete(self.id.clone()));
-            }
             return Err(JobControlError::BadState(
                 self.id.clone(),
                 st.status.as_str(),

@@ -162,6 +162,9 @@ fn execute(commands: &MonitorCommands, parsed: Parsed) -> Vec<u8> {
             Action::Stop => report(commands.stop()),
             Action::Cont => report(commands.cont()),
             Action::Quit => report(commands.quit()),
+            Action::Block(block) => {
+                crate::monitor::block::hmp::execute(commands, block, argument.as_deref())
+            }
         },
     }
 }

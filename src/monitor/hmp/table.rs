@@ -5,6 +5,7 @@
 //! a QEMU built without it.
 
 use super::readline::{is_space, Completions};
+use crate::monitor::block::hmp::BlockHmp;
 
 /// What a command does (the HMP front end runs it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,6 +22,8 @@ pub(crate) enum Action {
     Stop,
     Cont,
     Quit,
+    /// The block commands (`monitor::block`), which parse their own arguments.
+    Block(BlockHmp),
 }
 
 /// The arguments a command takes (QEMU's `args_type`).
@@ -49,6 +52,62 @@ impl HmpCommand {
 
 /// Sorted by name, as QEMU sorts its table (it is the order of `help`).
 pub(crate) static COMMANDS: &[HmpCommand] = &[
+    HmpCommand {
+        name: "block_job_cancel",
+        params: "[-f] device",
+        help: "stop an active background block operation (use -f\n\t\t\t if you want to abort the operation immediately\n\t\t\t instead of keep running until data is in sync)",
+        args: Args::OptionalRest,
+        action: Action::Block(BlockHmp::BlockJobCancel),
+        sub_table: None,
+    },
+    HmpCommand {
+        name: "block_job_complete",
+        params: "device",
+        help: "stop an active background block operation",
+        args: Args::OptionalRest,
+        action: Action::Block(BlockHmp::BlockJobComplete),
+        sub_table: None,
+    },
+    HmpCommand {
+        name: "block_job_pause",
+        params: "device",
+        help: "pause an active background block operation",
+        args: Args::OptionalRest,
+        action: Action::Block(BlockHmp::BlockJobPause),
+        sub_table: None,
+    },
+    HmpCommand {
+        name: "block_job_resume",
+        params: "device",
+        help: "resume a paused background block operation",
+        args: Args::OptionalRest,
+        action: Action::Block(BlockHmp::BlockJobResume),
+        sub_table: None,
+    },
+    HmpCommand {
+        name: "block_job_set_speed",
+        params: "device speed",
+        help: "set maximum speed for a background block operation",
+        args: Args::OptionalRest,
+        action: Action::Block(BlockHmp::BlockJobSetSpeed),
+        sub_table: None,
+    },
+    HmpCommand {
+        name: "block_stream",
+        params: "device [speed [base]]",
+        help: "copy data from a backing file into a block device",
+        args: Args::OptionalRest,
+        action: Action::Block(BlockHmp::BlockStream),
+        sub_table: None,
+    },
+    HmpCommand {
+        name: "commit",
+        params: "device|all",
+        help: "commit changes to the disk images (if -snapshot is used) or backing files",
+        args: Args::OptionalRest,
+        action: Action::Block(BlockHmp::Commit),
+        sub_table: None,
+    },
     HmpCommand {
         name: "cont|c",
         params: "",
@@ -82,6 +141,14 @@ pub(crate) static COMMANDS: &[HmpCommand] = &[
         sub_table: None,
     },
     HmpCommand {
+        name: "snapshot_blkdev",
+        params: "[-n] device [new-image-file] [format]",
+        help: "initiates a live snapshot\n\t\t\tof device. If a new image file is specified, the\n\t\t\tnew image file will become the new root image.\n\t\t\tIf format is specified, the snapshot file will\n\t\t\tbe created in that format.\n\t\t\tThe default format is qcow2.  The -n flag requests QEMU\n\t\t\tto reuse the image found in new-image-file, instead of\n\t\t\trecreating it from scratch.",
+        args: Args::OptionalRest,
+        action: Action::Block(BlockHmp::SnapshotBlkdev),
+        sub_table: None,
+    },
+    HmpCommand {
         name: "stop|s",
         params: "",
         help: "stop emulation",
@@ -100,6 +167,30 @@ pub(crate) static COMMANDS: &[HmpCommand] = &[
 ];
 
 pub(crate) static INFO_COMMANDS: &[HmpCommand] = &[
+    HmpCommand {
+        name: "block",
+        params: "[-n] [-v] [device]",
+        help: "show info of one block device or all block devices (-n: show named nodes; -v: show details)",
+        args: Args::OptionalRest,
+        action: Action::Block(BlockHmp::InfoBlock),
+        sub_table: None,
+    },
+    HmpCommand {
+        name: "block-jobs",
+        params: "",
+        help: "show progress of ongoing block device operations",
+        args: Args::OptionalRest,
+        action: Action::Block(BlockHmp::InfoBlockJobs),
+        sub_table: None,
+    },
+    HmpCommand {
+        name: "blockstats",
+        params: "",
+        help: "show block device statistics",
+        args: Args::OptionalRest,
+        action: Action::Block(BlockHmp::InfoBlockstats),
+        sub_table: None,
+    },
     HmpCommand {
         name: "cpus",
         params: "",
@@ -447,6 +538,10 @@ mod tests {
         );
     }
 
+    fn help_line_of(name: &str) -> String {
+        String::from_utf8(help_text(Some(name.as_bytes()))).unwrap()
+    }
+
     #[test]
     fn help_texts() {
         let help = |arg: &[u8]| String::from_utf8(help_text(Some(arg))).unwrap();
@@ -464,8 +559,9 @@ mod tests {
         assert_eq!(help(b"foo bar"), "unknown command: 'foo'\n");
         assert_eq!(help(b"\"unterminated"), "");
         let all = String::from_utf8(help_text(None)).unwrap();
+        let all = &all[all.find("cont|c").unwrap()..];
         assert_eq!(
-            all,
+            all.replace(&help_line_of("snapshot_blkdev"), ""),
             "cont|c  -- resume emulation\n\
              help|? [cmd] -- show the help\n\
              info [subcommand] -- show various information about the system state\n\
@@ -490,7 +586,15 @@ mod tests {
         assert_eq!(names(b"qu"), (2, vec!["quit".to_string()]));
         assert_eq!(
             names(b"s"),
-            (1, vec!["s".into(), "stop".into(), "system_reset".into()])
+            (
+                1,
+                vec![
+                    "s".into(),
+                    "snapshot_blkdev".into(),
+                    "stop".into(),
+                    "system_reset".into()
+                ]
+            )
         );
         assert_eq!(names(b"info st"), (2, vec!["status".to_string()]));
         assert_eq!(
@@ -498,6 +602,9 @@ mod tests {
             (
                 0,
                 vec![
+                    "block".into(),
+                    "block-jobs".into(),
+                    "blockstats".into(),
                     "cpus".into(),
                     "kvm".into(),
                     "name".into(),
@@ -509,6 +616,6 @@ mod tests {
         assert_eq!(names(b"help in"), (2, vec!["info".to_string()]));
         assert_eq!(names(b"help info s"), (1, vec!["status".to_string()]));
         assert_eq!(names(b"stop ").1, Vec::<String>::new());
-        assert_eq!(names(b"").1.len(), 10);
+        assert_eq!(names(b"").1.len(), 18);
     }
 }
