@@ -598,9 +598,11 @@ fn wait_for_completion<'a>(
     mut st: MutexGuard<'a, State>,
 ) -> (MutexGuard<'a, State>, Outcome) {
     st.busy = false;
-    job.set_status(&mut st, JobStatus::Ready);
-    let info = job.info_of(&st, None);
-    (job.sink)(JobEvent::Ready(info));
+    if st.status != JobStatus::Ready {
+        job.set_status(&mut st, JobStatus::Ready);
+        let info = job.info_of(&st, None);
+        (job.sink)(JobEvent::Ready(info));
+    }
     loop {
         if st.complete {
             return (st, Outcome::Done);

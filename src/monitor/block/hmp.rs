@@ -152,12 +152,12 @@ impl<'a> Args<'a> {
                 .count();
         }
         if digits == 0 {
-            return Err(Fail("invalid size\n".into()));
+            return Err(self.fail("invalid size"));
         }
         let number: f64 = std::str::from_utf8(&rest[..end])
             .ok()
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| Fail("invalid size\n".into()))?;
+            .ok_or_else(|| self.fail("invalid size"))?;
         let (mul, used) = match rest.get(end).map(|c| c.to_ascii_uppercase()) {
             Some(b'B') => (1u64, 1),
             Some(b'K') => (1 << 10, 1),
@@ -170,7 +170,7 @@ impl<'a> Args<'a> {
         };
         let value = number * mul as f64;
         if !(0.0..=i64::MAX as f64).contains(&value) {
-            return Err(Fail("invalid size\n".into()));
+            return Err(self.fail("invalid size"));
         }
         self.pos += end + used;
         Ok(Some(value as i64))
@@ -325,8 +325,9 @@ mod tests {
         assert_eq!(size(b"1.5M"), (Ok(Some(1572864)), 4));
         assert_eq!(size(b"0B"), (Ok(Some(0)), 2));
         assert_eq!(size(b""), (Ok(None), 0));
-        assert_eq!(size(b"-5").0, Err("invalid size\n".to_string()));
-        assert_eq!(size(b"abc").0, Err("invalid size\n".to_string()));
+        let invalid = "invalid size\nTry \"help x\" for more information\n".to_string();
+        assert_eq!(size(b"-5").0, Err(invalid.clone()));
+        assert_eq!(size(b"abc").0, Err(invalid));
     }
 
     #[test]

@@ -261,15 +261,14 @@ pub(crate) fn block_info_json(info: &BlockInfo) -> QObject {
 /// `info block [-n] [-v] [device]`'s text for the drives (QEMU 7.2's layout).
 pub(crate) fn info_block_text(infos: &[BlockInfo], device: Option<&str>, verbose: bool) -> String {
     let mut out = String::new();
-    let mut first = true;
-    for info in infos {
+    for (index, info) in infos.iter().enumerate() {
         if device.is_some_and(|d| d != info.device) {
             continue;
         }
-        if !first {
+        // QEMU separates by position in the whole list, even when filtering.
+        if index > 0 {
             out.push('\n');
         }
-        first = false;
         out.push_str(&info.device);
         if let Some(ins) = &info.inserted {
             out.push_str(&format!(" ({})", ins.node_name));

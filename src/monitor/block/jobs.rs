@@ -224,6 +224,16 @@ impl MonitorCommands {
             .lookup_drive(Some(&r.device), Some(&r.device))
             .map_err(|_| device_not_found(&r.device))?;
         let node = drive.node().ok_or_else(|| device_not_found(&r.device))?;
+        if self
+            .block_state()
+            .jobs
+            .on_drive(drive.id())
+            .is_some_and(|j| j.kind() == JobType::Commit)
+        {
+            // QEMU 7.2's commit job puts a filter node on top of the drive, so the drive no
+            // longer starts at a root node.
+            return Err(CommandError::generic("Need a root block node"));
+        }
         self.check_not_busy(&drive)?;
         let layers = node.chain();
         let top = if let Some(top_node) = &r.top_node {
@@ -280,8 +290,8 @@ impl MonitorCommands {
     pub fn hmp_commit(&self, device: &str) -> Result<(), String> {
         let commit = |drive: &Drive, node: &BlockNode, name: &str| -> Result<(), String> {
             let unsupported = || format!("'commit' error for '{name}': Operation not supported");
-            // QEMU 7.2 cannot take the permissions it needs on a drive without a device.
-            if node.chain_len() < 2 || drive.device().is_none() {
+            // Nothing to commit into without a backing file.
+            if node.chain_len() < 2 {
                 return Err(unsupported());
             }
             if self.block_state().jobs.on_drive(drive.id()).is_some() {
@@ -294,7 +304,7 @@ impl MonitorCommands {
         if device == "all" {
             for drive in self.drives().iter() {
                 if let Some(node) = drive.node() {
-                    if node.chain_len() > 1 && drive.device().is_some() {
+                    if node.chain_len() > 1 {
                         commit(drive, &node, "all")?;
                     }
                 }
