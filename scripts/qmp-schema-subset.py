@@ -22,7 +22,7 @@ COMMANDS = """qmp_capabilities query-version query-commands query-qmp-schema que
 query-name query-kvm query-cpus-fast query-chardev query-block query-blockstats
 query-block-jobs human-monitor-command stop cont system_reset system_powerdown quit
 blockdev-snapshot-sync block-stream block-commit block-job-cancel block-job-complete
-block-job-pause block-job-resume transaction""".split()
+block-job-pause block-job-resume block-job-set-speed transaction""".split()
 EVENTS = """SHUTDOWN POWERDOWN RESET STOP RESUME JOB_STATUS_CHANGE BLOCK_JOB_COMPLETED
 BLOCK_JOB_CANCELLED BLOCK_JOB_ERROR BLOCK_JOB_READY BLOCK_JOB_PENDING""".split()
 

@@ -8,6 +8,7 @@ pub mod aio;
 pub mod drive;
 pub mod error;
 pub mod host_file;
+pub mod job;
 pub mod node;
 pub mod open;
 pub mod options;

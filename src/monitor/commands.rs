@@ -111,7 +111,10 @@ impl CommandError {
 /// The commands, acting on the machine through [`VmControl`].
 pub struct MonitorCommands {
     vm: Arc<dyn VmControl>,
-    events: MonitorEvents,
+    /// Shared with block jobs, which report from their own threads.
+    events: Arc<MonitorEvents>,
+    /// Block jobs and the ordering of their events (see `monitor::block`).
+    block: super::block::BlockCommandState,
     /// `-name`: what `query-name` reports.
     vm_name: Option<String>,
     /// The VM's drives, for the block commands.
@@ -125,7 +128,8 @@ impl MonitorCommands {
     pub fn new(vm: Arc<dyn VmControl>) -> MonitorCommands {
         MonitorCommands {
             vm,
-            events: MonitorEvents::new(),
+            events: Arc::new(MonitorEvents::new()),
+            block: super::block::BlockCommandState::default(),
             vm_name: None,
             drives: Arc::new(DriveSet::default()),
             chardevs: ChardevInfoSource::default(),
@@ -172,6 +176,23 @@ impl MonitorCommands {
     /// `POWERDOWN`) here too.
     pub fn events(&self) -> &MonitorEvents {
         &self.events
+    }
+
+    /// The event broadcaster, for senders that outlive a command (block jobs).
+    pub(crate) fn events_arc(&self) -> Arc<MonitorEvents> {
+        self.events.clone()
+    }
+
+    /// Block jobs and their event gate.
+    pub(crate) fn block_state(&self) -> &super::block::BlockCommandState {
+        &self.block
+    }
+
+    /// A QMP command is being answered until the returned guard drops (after its reply is
+    /// sent): job events from other threads wait for it, as in QEMU's main loop.
+    pub(crate) fn command_scope(&self) -> CommandScope<'_> {
+        self.block.gate.begin_command();
+        CommandScope(self)
     }
 
     /// `quit` has been run: monitors stop taking input.
@@ -267,5 +288,14 @@ impl MonitorCommands {
         self.events.shutdown(false, "host-qmp-quit");
         self.vm.quit();
         Ok(())
+    }
+}
+
+/// See [`MonitorCommands::command_scope`].
+pub(crate) struct CommandScope<'a>(&'a MonitorCommands);
+
+impl Drop for CommandScope<'_> {
+    fn drop(&mut self) {
+        self.0.block.gate.end_command(&self.0.events);
     }
 }

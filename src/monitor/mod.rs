@@ -3,6 +3,7 @@
 //! ([`Qmp`]). Events (`STOP`, `SHUTDOWN`, …) go through [`MonitorEvents`] to every QMP
 //! monitor.
 
+pub mod block;
 mod commands;
 mod hmp;
 pub mod qmp;

@@ -212,6 +212,9 @@ fn execute(commands: &MonitorCommands, parsed: Parsed, current_cpu: u32) -> Vec<
             Action::Stop => report(commands.stop()),
             Action::Cont => report(commands.cont()),
             Action::Quit => report(commands.quit()),
+            Action::Block(block) => {
+                crate::monitor::block::hmp::execute(commands, block, argument.as_deref())
+            }
         },
     }
 }

@@ -2,6 +2,7 @@
 //! lookup, argument type checks (before any side effect), and the reply objects.
 
 use super::qobject::{QDict, QObject};
+use crate::monitor::block::qmp::BlockQmp;
 use crate::monitor::commands::{CommandError, ErrorClass, MonitorCommands, VcpuInfo};
 use crate::monitor::hmp::run_line_for_text;
 use crate::monitor::{QEMU_PACKAGE, QEMU_VERSION_TRIPLE};
@@ -39,6 +40,8 @@ pub(crate) enum Action {
     HumanMonitorCommand,
     QueryChardev,
     QueryQmpSchema,
+    /// The block commands (`monitor::block`), which check their own arguments.
+    Block(crate::monitor::block::qmp::BlockQmp),
 }
 
 struct QmpCommand {
@@ -131,9 +134,69 @@ static COMMANDS: &[QmpCommand] = &[
         action: Action::QmpCapabilities,
     },
     QmpCommand {
+        name: "transaction",
+        params: &[],
+        action: Action::Block(BlockQmp::Transaction),
+    },
+    QmpCommand {
         name: "query-chardev",
         params: &[],
         action: Action::QueryChardev,
+    },
+    QmpCommand {
+        name: "block-job-complete",
+        params: &[],
+        action: Action::Block(BlockQmp::BlockJobComplete),
+    },
+    QmpCommand {
+        name: "block-job-resume",
+        params: &[],
+        action: Action::Block(BlockQmp::BlockJobResume),
+    },
+    QmpCommand {
+        name: "block-job-pause",
+        params: &[],
+        action: Action::Block(BlockQmp::BlockJobPause),
+    },
+    QmpCommand {
+        name: "block-job-cancel",
+        params: &[],
+        action: Action::Block(BlockQmp::BlockJobCancel),
+    },
+    QmpCommand {
+        name: "block-job-set-speed",
+        params: &[],
+        action: Action::Block(BlockQmp::BlockJobSetSpeed),
+    },
+    QmpCommand {
+        name: "block-stream",
+        params: &[],
+        action: Action::Block(BlockQmp::BlockStream),
+    },
+    QmpCommand {
+        name: "block-commit",
+        params: &[],
+        action: Action::Block(BlockQmp::BlockCommit),
+    },
+    QmpCommand {
+        name: "blockdev-snapshot-sync",
+        params: &[],
+        action: Action::Block(BlockQmp::BlockdevSnapshotSync),
+    },
+    QmpCommand {
+        name: "query-block-jobs",
+        params: &[],
+        action: Action::Block(BlockQmp::QueryBlockJobs),
+    },
+    QmpCommand {
+        name: "query-blockstats",
+        params: &[],
+        action: Action::Block(BlockQmp::QueryBlockstats),
+    },
+    QmpCommand {
+        name: "query-block",
+        params: &[],
+        action: Action::Block(BlockQmp::QueryBlock),
     },
     QmpCommand {
         name: "query-status",
@@ -300,6 +363,9 @@ fn run(
         Some(QObject::Dict(args)) => args,
         _ => &empty,
     };
+    if let Action::Block(block) = command.action {
+        return crate::monitor::block::qmp::execute(commands, block, args);
+    }
     check_arguments(command.params, args)?;
     execute(commands, session, command.action, args)
 }
@@ -443,6 +509,7 @@ fn execute(
         Action::Quit => unit(commands.quit()),
         Action::SystemReset => unit(commands.system_reset()),
         Action::SystemPowerdown => unit(commands.system_powerdown()),
+        Action::Block(block) => crate::monitor::block::qmp::execute(commands, block, args),
         Action::HumanMonitorCommand => {
             let mut current_cpu = 0;
             if let Some(QObject::Int(index)) = args.get("cpu-index") {
