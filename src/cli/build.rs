@@ -151,6 +151,14 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
             }
         }
     }
+    // configure_blockdev: -snapshot sets snapshot=on where a drive does not say.
+    if cl.snapshot {
+        for opts in &mut cl.drives.entries {
+            if !opts.has("snapshot") {
+                opts.set("snapshot", "on");
+            }
+        }
+    }
     let mut drive_table = DriveTable::default();
     let mut drives = Vec::new();
     let mut drive_configs = Vec::new();

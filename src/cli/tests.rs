@@ -1005,3 +1005,24 @@ fn random_command_lines_never_panic() {
         assert!(result.is_ok(), "panicked on {args:?}");
     }
 }
+
+#[test]
+fn snapshot_option_applies_to_drives_without_their_own_setting() {
+    let (r, _) = outcome(&[
+        "-snapshot",
+        "-drive",
+        "if=none,id=a,file=/dev/null,format=raw",
+        "-drive",
+        "if=none,id=b,file=/dev/null,format=raw,snapshot=off",
+    ]);
+    let Ok(CliOutcome::Run(c)) = r else {
+        panic!("{r:?}")
+    };
+    assert!(c.drives[0].spec.snapshot);
+    assert!(!c.drives[1].spec.snapshot);
+    let (r, _) = outcome(&["-drive", "if=none,id=a,file=/dev/null,format=raw"]);
+    let Ok(CliOutcome::Run(c)) = r else {
+        panic!("{r:?}")
+    };
+    assert!(!c.drives[0].spec.snapshot);
+}
