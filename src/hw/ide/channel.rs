@@ -1419,10 +1419,8 @@ impl State {
                 unit.transfer_stop();
                 self.raise_irq();
             }
-            PacketResult::AtaAbort => {
-                self.units[u].abort();
-                self.raise_irq();
-            }
+            // QEMU aborts without raising the interrupt here.
+            PacketResult::AtaAbort => self.units[u].abort(),
             PacketResult::DataIn(data) => {
                 let total = data.len() as u64;
                 self.packet_reply_start(u, PacketSource::Buffer(data), total);

@@ -811,6 +811,10 @@ fn packet_errors_report_the_sense_key() {
     rig.packet([0x28, 0, 0, 0, 0, 99, 0, 0, 2, 0, 0, 0], 0xffff, false);
     assert_eq!((rig.inb(7), rig.inb(1)), (0x41, 0x50), "read past the end");
     rig.packet([0x12, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0], 0, false);
+    assert!(
+        !rig.irq_high(),
+        "the abort of a zero byte count limit is silent"
+    );
     assert_eq!(
         (rig.inb(7), rig.inb(1)),
         (0x41, ERROR_ABRT),
