@@ -162,6 +162,8 @@ struct SenseState {
 struct Shared {
     io: IoBuffer,
     sense: SenseState,
+    /// IDENTIFY PACKET DEVICE data once built (QEMU's `identify_set`, kept across resets).
+    identify: Option<[u16; 256]>,
 }
 
 /// The medium as packet commands see it.
@@ -227,6 +229,7 @@ impl Atapi {
             shared: Mutex::new(Shared {
                 io: IoBuffer::new(),
                 sense: SenseState::default(),
+                identify: None,
             }),
         }
     }
@@ -238,13 +241,33 @@ impl Atapi {
     }
 
     /// IDENTIFY PACKET DEVICE data, QEMU 7.2's words for ide-cd (model "QEMU DVD-ROM",
-    /// firmware "2.5+", serial as given). QEMU computes these once and then only SET FEATURES
-    /// (transfer mode, words 62, 63 and 88) changes them; the IDE layer keeps that copy.
+    /// firmware "2.5+", serial as given). Like QEMU, the words are built on the first call
+    /// and kept: later calls return the kept copy (serial unchanged), as changed by
+    /// [`Atapi::set_transfer_mode`].
     pub fn identify(&self, serial: &str) -> [u16; 256] {
-        let words = identify::identify_packet_device(serial);
+        let mut shared = self.shared();
+        let words = *shared
+            .identify
+            .get_or_insert_with(|| identify::identify_packet_device(serial));
         // QEMU copies the data through its I/O buffer, where later replies may show it.
-        self.shared().io.store_words(&words);
+        shared.io.store_words(&words);
         words
+    }
+
+    /// SET FEATURES 0x03 (set transfer mode) with the sector count register `mode`, as QEMU
+    /// records it in the IDENTIFY data (words 62, 63 and 88). `false`: a mode QEMU refuses,
+    /// the IDE layer aborts the command. Before the first IDENTIFY nothing is kept to change
+    /// (QEMU builds the data afresh then).
+    pub fn set_transfer_mode(&self, mode: u8) -> bool {
+        let Some(words) = identify::transfer_mode_words(mode) else {
+            return false;
+        };
+        if let Some(identify) = self.shared().identify.as_mut() {
+            identify[62] = words[0];
+            identify[63] = words[1];
+            identify[88] = words[2];
+        }
+        true
     }
 
     /// Runs one packet command (12-byte CDB) as if issued by DMA, where QEMU ignores the

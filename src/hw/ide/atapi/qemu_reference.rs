@@ -187,6 +187,15 @@ impl QemuCdrom {
         words
     }
 
+    /// SET FEATURES 0x03 (set transfer mode); whether QEMU accepted it (no ERR).
+    pub fn set_transfer_mode(&mut self, mode: u8) -> bool {
+        self.outb(BASE + 6, 0xa0);
+        self.outb(BASE + 1, 0x03);
+        self.outb(BASE + 2, mode);
+        self.outb(BASE + 7, 0xef);
+        self.wait_not_busy() & 0x01 == 0
+    }
+
     /// ATA DEVICE RESET (QEMU's `ide_reset` for this drive).
     pub fn device_reset(&mut self) {
         self.outb(BASE + 6, 0xa0);

@@ -642,6 +642,15 @@ fn identify_packet_device_words() {
     assert_eq!(words[27], u16::from_be_bytes(*b"QE"));
     assert_eq!(words[49], 0x0300);
     assert_eq!(words[88], 0x203f);
+    // UDMA mode 2 selected; kept across calls; unknown transfer types refused.
+    assert!(atapi.set_transfer_mode(0x42));
+    assert_eq!(atapi.identify("other")[88], 0x043f);
+    assert_eq!(atapi.identify("other")[10], u16::from_be_bytes(*b"QM"));
+    assert!(!atapi.set_transfer_mode(0x80));
+    // Before the first IDENTIFY there is nothing to change.
+    let fresh = cdrom(None);
+    assert!(fresh.set_transfer_mode(0x42));
+    assert_eq!(fresh.identify("QM00003")[88], 0x203f);
 }
 
 // Differential tests against QEMU 7.2.
@@ -651,8 +660,12 @@ fn identify_packet_device_words() {
 enum Step {
     Packet([u8; 12], u16),
     Identify,
+    /// SET FEATURES "set transfer mode" with this sector count.
+    SetTransferMode(u8),
     Reset,
     ChangeMedium,
+    /// Compares the read statistics (`query-blockstats`' rd_operations and rd_bytes).
+    ReadStats,
 }
 
 fn packet(bytes: &[u8]) -> Step {
@@ -741,9 +754,36 @@ fn compare(image: Option<&Path>, steps: &[Step]) {
                 let got = atapi.identify("QM00003");
                 assert_eq!(got, reference, "step {i}: IDENTIFY PACKET DEVICE");
             }
+            Step::SetTransferMode(mode) => {
+                let reference = qemu.set_transfer_mode(*mode);
+                let got = atapi.set_transfer_mode(*mode);
+                assert_eq!(got, reference, "step {i}: set transfer mode {mode:#x}");
+            }
             Step::Reset => {
                 qemu.device_reset();
                 atapi.reset();
+            }
+            Step::ReadStats => {
+                let reply = qemu.qmp("{\"execute\":\"query-blockstats\"}");
+                let json: serde_json::Value = serde_json::from_str(&reply).unwrap();
+                let device = json["return"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|d| d["device"] == "ide1-cd0")
+                    .expect("ide1-cd0 in query-blockstats");
+                let stats = atapi.drive.stats();
+                assert_eq!(
+                    (
+                        stats.rd_operations.load(Ordering::Relaxed),
+                        stats.rd_bytes.load(Ordering::Relaxed)
+                    ),
+                    (
+                        device["stats"]["rd_operations"].as_u64().unwrap(),
+                        device["stats"]["rd_bytes"].as_u64().unwrap()
+                    ),
+                    "step {i}: read statistics"
+                );
             }
             Step::ChangeMedium => {
                 let path = image.expect("a medium to change").display().to_string();
@@ -859,6 +899,7 @@ fn command_tour() -> Vec<Step> {
         Step::Reset,
         packet(&[0x03, 0, 0, 0, 18]),
         audio_page,
+        Step::ReadStats,
     ]
 }
 
@@ -917,6 +958,19 @@ fn matches_qemu_with_media_shorter_than_a_block() {
             ],
         );
     }
+}
+
+#[test]
+fn matches_qemu_for_identify_and_transfer_modes() {
+    let mut steps = vec![Step::SetTransferMode(0x45), Step::Identify];
+    for mode in [0x45, 0x22, 0x12, 0x0c, 0x08, 0x00, 0x40, 0x47, 0x30, 0x80] {
+        steps.push(Step::SetTransferMode(mode));
+        steps.push(Step::Identify);
+        steps.push(packet(&[0x5a, 0, 0x0e, 0, 0, 0, 0, 0, 0xff]));
+    }
+    steps.push(Step::Reset);
+    steps.push(Step::Identify);
+    compare(None, &steps);
 }
 
 #[test]
