@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::qemu_reference::{Observed, QemuCdrom};
 use super::*;
@@ -659,6 +660,8 @@ fn identify_packet_device_words() {
 #[derive(Clone, Debug)]
 enum Step {
     Packet([u8; 12], u16),
+    /// A packet command by DMA; compares this many bytes of the DMA buffer.
+    PacketDma([u8; 12], usize),
     Identify,
     /// SET FEATURES "set transfer mode" with this sector count.
     SetTransferMode(u8),
@@ -674,6 +677,73 @@ fn packet(bytes: &[u8]) -> Step {
 
 fn packet_bcl(bytes: &[u8], byte_count_limit: u16) -> Step {
     Step::Packet(cdb(bytes), byte_count_limit)
+}
+
+/// The reference's DMA buffer before a transfer: 0xdeadbeef words.
+fn poisoned(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| 0xdeadbeefu32.to_le_bytes()[i % 4])
+        .collect()
+}
+
+/// QEMU's DMA read chunk: 64 blocks (`IDE_DMA_BUF_SECTORS / 4`).
+const DMA_CHUNK_BLOCKS: u32 = 64;
+
+/// What the IDE layer shows for our reply by DMA, following QEMU's updates: replies and
+/// reads each accounted once, reads done in QEMU's chunks.
+fn ours_dma(atapi: &mut Atapi, cdb: &[u8; 12], expect: usize) -> Observed {
+    let mut buffer = poisoned(expect);
+    let start = Instant::now();
+    let done = |buffer: Vec<u8>| Observed {
+        status: 0x50,
+        error: 0,
+        sector_count: 3,
+        data: buffer,
+    };
+    let fill = |buffer: &mut Vec<u8>, data: &[u8]| {
+        let n = data.len().min(buffer.len());
+        buffer[..n].copy_from_slice(&data[..n]);
+    };
+    match atapi.execute_packet(cdb, PacketTransfer::DMA) {
+        PacketReply::Outcome(PacketOutcome::Done) => done(buffer),
+        PacketReply::Outcome(PacketOutcome::DataIn(data)) => {
+            atapi.account_read(0, data.len() as u64, start, true);
+            fill(&mut buffer, &data);
+            done(buffer)
+        }
+        PacketReply::Outcome(PacketOutcome::ReadBlocks { lba, count }) => {
+            let mut data = Vec::new();
+            let mut next = lba;
+            while next < lba + count {
+                let n = (lba + count - next).min(DMA_CHUNK_BLOCKS);
+                let mut chunk = vec![0u8; n as usize * BLOCK_SIZE];
+                atapi.read_blocks_unaccounted(next, n, &mut chunk).unwrap();
+                data.extend_from_slice(&chunk);
+                next += n;
+            }
+            atapi.account_read(
+                u64::from(lba) * BLOCK_SIZE as u64,
+                data.len() as u64,
+                start,
+                true,
+            );
+            fill(&mut buffer, &data);
+            done(buffer)
+        }
+        PacketReply::Outcome(PacketOutcome::Error(sense)) => Observed {
+            status: 0x41,
+            error: sense.error_register(),
+            sector_count: 3,
+            data: buffer,
+        },
+        PacketReply::UnitAttentionPending => Observed {
+            status: 0x01,
+            error: 0x60,
+            sector_count: 0,
+            data: buffer,
+        },
+        PacketReply::AtaAbort => panic!("DMA commands are never aborted for the byte count"),
+    }
 }
 
 /// What the IDE layer shows for our reply, following QEMU's register updates.
@@ -748,6 +818,11 @@ fn compare(image: Option<&Path>, steps: &[Step]) {
                 let reference = qemu.packet(cdb, *bcl);
                 let got = ours(&mut atapi, cdb, *bcl);
                 assert_eq!(got, reference, "step {i}: packet {cdb:02x?} (bcl {bcl:#x})");
+            }
+            Step::PacketDma(cdb, expect) => {
+                let reference = qemu.packet_dma(cdb, *expect);
+                let got = ours_dma(&mut atapi, cdb, *expect);
+                assert_eq!(got, reference, "step {i}: DMA packet {cdb:02x?}");
             }
             Step::Identify => {
                 let reference = qemu.identify_packet();
@@ -971,6 +1046,37 @@ fn matches_qemu_for_identify_and_transfer_modes() {
     steps.push(Step::Reset);
     steps.push(Step::Identify);
     compare(None, &steps);
+}
+
+#[test]
+fn matches_qemu_by_dma() {
+    let iso = TempImage::iso(100);
+    let dma = |bytes: &[u8], expect: usize| Step::PacketDma(cdb(bytes), expect);
+    compare(
+        Some(iso.path()),
+        &[
+            dma(&[0x12, 0, 0, 0, 36], 64),
+            dma(&[0x12, 0, 0, 0, 5], 64),
+            dma(&[0x03, 0, 0, 0, 0], 32),
+            dma(&[0x28, 0, 0, 0, 0, 3, 0, 0, 70], 70 * 2048 + 16),
+            // Bytes 12-16 of MODE SENSE page 0x0e show the last DMA chunk's first block.
+            packet(&[0x5a, 0, 0x0e, 0, 0, 0, 0, 0, 0xff]),
+            dma(&[0x28, 0, 0, 0, 0, 99, 0, 0, 2], 64),
+            dma(&[0x43, 2, 0, 0, 0, 0, 0, 0, 100, 0x80], 64),
+            dma(&[0xbe, 0, 0, 0, 0, 1, 0, 0, 2, 0xf8], 2 * 2352 + 16),
+            packet(&[0x5a, 0, 0x0e, 0, 0, 0, 0, 0, 0xff]),
+            dma(&[0xbe, 0, 0, 0, 0, 7, 0, 0, 1, 0x10], 2048 + 16),
+            dma(&[0x25], 16),
+            Step::ReadStats,
+            Step::ChangeMedium,
+            dma(&[0x00], 16),
+            dma(&[0x00], 16),
+            dma(&[0x25], 16),
+            dma(&[0x03, 0, 0, 0, 18], 32),
+            dma(&[0x25], 16),
+            Step::ReadStats,
+        ],
+    );
 }
 
 #[test]
