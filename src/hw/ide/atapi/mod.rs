@@ -4,13 +4,22 @@
 //! The IDE layer moves the 12-byte packet in and the data out; this module decides what a
 //! command answers: data, a block range to read, success, or a sense code. QEMU builds every
 //! reply in one buffer that also held the packet and earlier replies, and a few replies
-//! (MODE SENSE page 0x0e) leave bytes of that buffer unwritten, so [`io_buffer`] keeps the
+//! (MODE SENSE page 0x0e) leave bytes of that buffer unwritten, so the `io_buffer` module keeps the
 //! same buffer to answer those bytes identically.
 //!
 //! Unit attention follows QEMU 7.2: there is none at power-on or after reset; after a medium
 //! change the next command that does not allow unit attention fails with NOT READY / MEDIUM
 //! NOT PRESENT, the one after with UNIT ATTENTION / MEDIUM MAY HAVE CHANGED, and that unit
 //! attention then blocks such commands until REQUEST SENSE reports it.
+//!
+//! For the IDE layer (all checked against QEMU 7.2 by the differential tests in `tests.rs`):
+//! call [`Atapi::execute_packet`] with the PACKET command's DMA bit and byte count limit;
+//! in PIO mode read [`PacketOutcome::ReadBlocks`] one block per [`Atapi::read_blocks`] call;
+//! in DMA mode read 64-block chunks with [`Atapi::read_blocks_unaccounted`] and account the
+//! whole transfer, and every DMA reply, once with [`Atapi::account_read`]. QEMU cannot hand
+//! out the last byte of an odd-length PIO reply (DRQ stays set until DEVICE RESET). Keep
+//! IDENTIFY PACKET DEVICE and SET FEATURES transfer modes here ([`Atapi::identify`],
+//! [`Atapi::set_transfer_mode`]) so the words and the I/O buffer stay as QEMU's.
 
 mod commands;
 mod identify;
@@ -84,7 +93,9 @@ pub enum PacketOutcome {
     /// DMA engine, which finishes at once).
     DataIn(Vec<u8>),
     /// Read `count` 2048-byte blocks from `lba` with [`Atapi::read_blocks`] and send them.
-    /// The range is checked against the medium; `count` is at least 1.
+    /// The range is checked against the medium; `count` is at least 1 and may be as large
+    /// as the medium, so read it in pieces (QEMU: one block at a time in PIO mode, 64 in
+    /// DMA mode).
     ReadBlocks { lba: u32, count: u32 },
     /// The command failed with this sense: error register `key << 4`, status DRDY|ERR,
     /// interrupt reason I/O|C/D.
