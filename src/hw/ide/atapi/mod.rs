@@ -4,8 +4,8 @@
 //! The IDE layer moves the 12-byte packet in and the data out; this module decides what a
 //! command answers: data, a block range to read, success, or a sense code. QEMU builds every
 //! reply in one buffer that also held the packet and earlier replies, and a few replies
-//! (MODE SENSE page 0x0e) leave bytes of that buffer unwritten, so the `io_buffer` module keeps the
-//! same buffer to answer those bytes identically.
+//! (MODE SENSE page 0x0e) leave bytes of that buffer unwritten, so the `io_buffer` module
+//! keeps the same buffer to answer those bytes identically.
 //!
 //! Unit attention follows QEMU 7.2: there is none at power-on or after reset; after a medium
 //! change the next command that does not allow unit attention fails with NOT READY / MEDIUM
