@@ -27,7 +27,10 @@ use crate::config::{Config, DebugconConfig, DriveConfig, KernelBoot, MonitorConf
 
 /// Whether the PIIX3 IDE controller exists: until it does, IDE drives and devices are
 /// refused and QEMU's default CD-ROM drive is not made up.
-const IDE_CONTROLLER_BUILT: bool = false;
+const IDE_CONTROLLER_BUILT: bool = true;
+/// Whether the ATAPI CD-ROM model exists: until it does, CD-ROM drives and `ide-cd` devices
+/// are refused and QEMU's default (empty) CD-ROM drive is not made up.
+const ATAPI_BUILT: bool = false;
 
 /// What the command line describes, before vmscope's refusals are applied.
 #[derive(Debug)]
@@ -330,8 +333,20 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
             .entries
             .iter()
             .any(|o| o.get("driver") == Some("ide-cd"));
-        if cl.has_defaults {
+        if cl.has_defaults && ATAPI_BUILT {
             ide::add_default_cdrom(&mut drive_configs, ide_cd_given);
+        }
+        if !ATAPI_BUILT {
+            for (drive, location) in drive_configs.iter().zip(&drive_locations) {
+                if matches!(drive.spec.slot, DriveSlot::Ide { .. })
+                    && drive.spec.kind == crate::block::drive::DriveKind::Cdrom
+                {
+                    cl.unsupported.push(CliError::at(
+                        location,
+                        ErrorKind::Unsupported("IDE CD-ROM drives".into()),
+                    ));
+                }
+            }
         }
         ide.place_board_drives(&mut drive_configs, props.smp.cpus, !cl.has_defaults);
     } else {
@@ -351,6 +366,13 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
         let anonymous_index = anonymous_devices;
         if opts.id.is_none() {
             anonymous_devices += 1;
+        }
+        if IDE_CONTROLLER_BUILT && !ATAPI_BUILT && opts.get("driver") == Some("ide-cd") {
+            cl.unsupported.push(CliError::at(
+                &opts.location,
+                ErrorKind::Unsupported("device 'ide-cd'".into()),
+            ));
+            continue;
         }
         if IDE_CONTROLLER_BUILT && matches!(opts.get("driver"), Some("ide-hd" | "ide-cd")) {
             ide.attach_device(opts, &mut drive_configs, anonymous_index)?;

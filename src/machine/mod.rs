@@ -37,6 +37,7 @@ use crate::hw::bus::PioBus;
 use crate::hw::i8042::{
     ResetTrigger, I8042, I8042_BASE, I8042_PORT_COUNT, KEYBOARD_IRQ, MOUSE_IRQ,
 };
+use crate::hw::ide::{self, channel::AttachError, PiixIde};
 use crate::hw::irq::KvmIrqLine;
 use crate::hw::mmio::MmioBus;
 use crate::hw::pc::chipset::{Chipset, ChipsetParts};
@@ -44,6 +45,7 @@ use crate::hw::pc::debugcon::DebugCon;
 use crate::hw::pc::piix4_pm::DIRECT_BOOT_PM_BASE;
 use crate::hw::pc::rtc::{CmosFacts, Rtc, RTC_IRQ};
 use crate::hw::pc::rtc_clock::RtcTimeSource;
+use crate::hw::pci::{devfn, PciFunction};
 use crate::hw::pm::{Gpe0Block, PowerManagement, GPE0_IO_BASE, GPE0_IO_LEN};
 use crate::hw::serial::{IrqLine, RxSpace, SerialPort, COM1_BASE, COM1_IRQ, UART_PORT_COUNT};
 use crate::hw::virtual_clock::VirtualClock;
@@ -159,6 +161,8 @@ pub enum MachineError {
     Firmware(#[from] FirmwareError),
     #[error("{0}")]
     Chipset(#[from] crate::hw::pc::chipset::ChipsetError),
+    #[error("{0}")]
+    Ide(#[from] crate::hw::ide::piix::IdeAttachError),
     #[error("{count} isa-debugcon port(s) configured but {given} output(s) given")]
     DebugconOutputs { count: usize, given: usize },
     #[error("{0}")]
@@ -411,6 +415,21 @@ impl Machine {
         rtc.start_ticker().map_err(MachineError::Thread)?;
         let cf9_events = event_sink.clone();
         let port92_events = event_sink.clone();
+        // The PIIX3 IDE function (00:01.1) with the drives at IDE positions; its channels
+        // interrupt on ISA IRQs 14 and 15 as level lines.
+        let ide = Arc::new(PiixIde::from_drives(
+            &drives,
+            [
+                Arc::new(KvmIrqLine::new(vm.clone(), ide::PRIMARY_IRQ)),
+                Arc::new(KvmIrqLine::new(vm.clone(), ide::SECONDARY_IRQ)),
+            ],
+            &memory,
+            &|_drive| Err(AttachError::CdromUnsupported),
+        )?);
+        ide.register_legacy_ports(&mut pio)?;
+        for (index, value) in ide.cmos_bytes() {
+            rtc.set_cmos_data(index, value);
+        }
         let chipset = Chipset::install(
             &mut pio,
             ChipsetParts {
@@ -429,9 +448,10 @@ impl Machine {
                 on_fast_reset: Box::new(move || port92_events.send(MachineEvent::Reset)),
                 fw_cfg,
                 rtc,
-                extra_functions: Vec::new(),
+                extra_functions: vec![(devfn(1, 1), ide.clone() as Arc<dyn PciFunction>)],
             },
         )?;
+        ide.attach_io_space(chipset.io_space.clone());
         if let Some(error) = shadow.take_error() {
             return Err(MachineError::Memory(error));
         }

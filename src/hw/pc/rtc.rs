@@ -238,6 +238,14 @@ impl Rtc {
         }
     }
 
+    /// Sets a CMOS byte as the board does after its devices exist (QEMU's
+    /// `mc146818rtc_set_cmos_data`, used for the IDE disk bytes).
+    pub fn set_cmos_data(&self, index: u8, value: u8) {
+        if let Some(byte) = self.state.lock().unwrap().nvram.get_mut(usize::from(index)) {
+            *byte = value;
+        }
+    }
+
     /// Starts the thread that delivers the RTC's interrupts; it ends with the RTC.
     pub fn start_ticker(self: &Arc<Rtc>) -> std::io::Result<()> {
         let rtc: Weak<Rtc> = Arc::downgrade(self);
