@@ -109,6 +109,10 @@ pub struct BootConfig {
     pub order: String,
     /// Milliseconds SeaBIOS waits before rebooting when nothing boots; -1 never.
     pub reboot_timeout: i32,
+    /// `menu=on`: the firmware offers its boot menu.
+    pub menu: bool,
+    /// `splash-time=`: how long (ms) the firmware shows the menu prompt.
+    pub splash_time: Option<u16>,
 }
 
 impl Default for BootConfig {
@@ -116,6 +120,8 @@ impl Default for BootConfig {
         BootConfig {
             order: "cad".into(),
             reboot_timeout: -1,
+            menu: false,
+            splash_time: None,
         }
     }
 }

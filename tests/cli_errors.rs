@@ -79,6 +79,8 @@ fn malformed() -> Vec<(&'static [&'static str], Vec<&'static str>)> {
         (n, vec!["-accel", "kvm,foo=bar"]),
         (n, vec!["-accel", "tcg,thread=bogus"]),
         (p, vec!["-boot", "foo=bar"]),
+        (p, vec!["-boot", "splash-time=70000"]),
+        (p, vec!["-boot", "menu=on,splash-time=-2"]),
         // -chardev
         (p, vec!["-chardev", "socket"]),
         (p, vec!["-chardev", "foo,id=x"]),

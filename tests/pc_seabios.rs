@@ -320,6 +320,16 @@ fn seabios_counts_cpus_of_a_topology_with_apic_id_holes_like_qemu() {
     compare_with_qemu("seabios_smp6_topology", &["-smp", "6,sockets=2,cores=3"]);
 }
 
+#[test]
+fn seabios_offers_its_boot_menu_like_qemu() {
+    // fw_cfg's boot-menu flag and etc/boot-menu-wait: SeaBIOS prints its prompt on the
+    // serial console and waits the splash time for a key before booting.
+    compare_with_qemu(
+        "seabios_boot_menu",
+        &["-m", "128", "-boot", "menu=on,splash-time=300"],
+    );
+}
+
 /// How often SeaBIOS's banner appears in a debug log.
 fn banners(log: &str) -> usize {
     log.matches("SeaBIOS (version").count()

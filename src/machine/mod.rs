@@ -392,6 +392,8 @@ impl Machine {
             apic_id_limit: apic_id_limit as u16,
             nographic: config.nographic,
             reboot_timeout: config.boot.reboot_timeout,
+            boot_menu: config.boot.menu,
+            splash_time: config.boot.splash_time,
         })
         .build(memory.clone());
         // The RTC's IRQ 8, an edge through an irqfd like COM1's.

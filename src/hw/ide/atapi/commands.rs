@@ -323,15 +323,18 @@ fn read_raw_sectors(x: &mut Exec, lba: u32, count: u32) -> Step {
         let block = lba + i as u32;
         let offset = u64::from(block) * BLOCK_SIZE as u64;
         let start = Instant::now();
-        // QEMU accounts each sector as one 2048-byte read.
         let result = node.read_at(offset, &mut sector[16..16 + BLOCK_SIZE]);
-        x.stats.record(
-            IoKind::Read,
-            offset,
-            BLOCK_SIZE as u64,
-            start.elapsed(),
-            result.is_ok(),
-        );
+        // In PIO mode QEMU accounts each sector as one 2048-byte read; in DMA mode the
+        // whole reply once, which the IDE layer does for every DMA reply.
+        if !x.transfer.dma {
+            x.stats.record(
+                IoKind::Read,
+                offset,
+                BLOCK_SIZE as u64,
+                start.elapsed(),
+                result.is_ok(),
+            );
+        }
         if result.is_err() {
             return out_of_range();
         }

@@ -44,3 +44,17 @@ pub fn identify_packet_device(serial: &str) -> [u16; 256] {
     w[88] = 0x3f | (1 << 13); // UDMA 0-5 supported, UDMA 5 selected
     w
 }
+
+/// Words 62 (single-word DMA), 63 (multiword DMA) and 88 (UDMA) after SET FEATURES "set
+/// transfer mode" with sector count `mode` (type in bits 7-3, mode in bits 2-0): the chosen
+/// mode's "selected" bit over the supported modes. `None` for types QEMU refuses.
+pub fn transfer_mode_words(mode: u8) -> Option<[u16; 3]> {
+    let selected = 1u16 << ((mode & 7) + 8);
+    Some(match mode >> 3 {
+        0x00 | 0x01 => [0x07, 0x07, 0x3f], // PIO default / PIO flow control
+        0x02 => [0x07 | selected, 0x07, 0x3f],
+        0x04 => [0x07, 0x07 | selected, 0x3f],
+        0x08 => [0x07, 0x07, 0x3f | selected],
+        _ => return None,
+    })
+}

@@ -4,13 +4,22 @@
 //! The IDE layer moves the 12-byte packet in and the data out; this module decides what a
 //! command answers: data, a block range to read, success, or a sense code. QEMU builds every
 //! reply in one buffer that also held the packet and earlier replies, and a few replies
-//! (MODE SENSE page 0x0e) leave bytes of that buffer unwritten, so [`io_buffer`] keeps the
-//! same buffer to answer those bytes identically.
+//! (MODE SENSE page 0x0e) leave bytes of that buffer unwritten, so the `io_buffer` module
+//! keeps the same buffer to answer those bytes identically.
 //!
 //! Unit attention follows QEMU 7.2: there is none at power-on or after reset; after a medium
 //! change the next command that does not allow unit attention fails with NOT READY / MEDIUM
 //! NOT PRESENT, the one after with UNIT ATTENTION / MEDIUM MAY HAVE CHANGED, and that unit
 //! attention then blocks such commands until REQUEST SENSE reports it.
+//!
+//! For the IDE layer (all checked against QEMU 7.2 by the differential tests in `tests.rs`):
+//! call [`Atapi::execute_packet`] with the PACKET command's DMA bit and byte count limit;
+//! in PIO mode read [`PacketOutcome::ReadBlocks`] one block per [`Atapi::read_blocks`] call;
+//! in DMA mode read 64-block chunks with [`Atapi::read_blocks_unaccounted`] and account the
+//! whole transfer, and every DMA reply, once with [`Atapi::account_read`]. QEMU cannot hand
+//! out the last byte of an odd-length PIO reply (DRQ stays set until DEVICE RESET). Keep
+//! IDENTIFY PACKET DEVICE and SET FEATURES transfer modes here ([`Atapi::identify`],
+//! [`Atapi::set_transfer_mode`]) so the words and the I/O buffer stay as QEMU's.
 
 mod commands;
 mod identify;
@@ -84,7 +93,9 @@ pub enum PacketOutcome {
     /// DMA engine, which finishes at once).
     DataIn(Vec<u8>),
     /// Read `count` 2048-byte blocks from `lba` with [`Atapi::read_blocks`] and send them.
-    /// The range is checked against the medium; `count` is at least 1.
+    /// The range is checked against the medium; `count` is at least 1 and may be as large
+    /// as the medium, so read it in pieces (QEMU: one block at a time in PIO mode, 64 in
+    /// DMA mode).
     ReadBlocks { lba: u32, count: u32 },
     /// The command failed with this sense: error register `key << 4`, status DRDY|ERR,
     /// interrupt reason I/O|C/D.
@@ -162,6 +173,8 @@ struct SenseState {
 struct Shared {
     io: IoBuffer,
     sense: SenseState,
+    /// IDENTIFY PACKET DEVICE data once built (QEMU's `identify_set`, kept across resets).
+    identify: Option<[u16; 256]>,
 }
 
 /// The medium as packet commands see it.
@@ -227,6 +240,7 @@ impl Atapi {
             shared: Mutex::new(Shared {
                 io: IoBuffer::new(),
                 sense: SenseState::default(),
+                identify: None,
             }),
         }
     }
@@ -238,13 +252,33 @@ impl Atapi {
     }
 
     /// IDENTIFY PACKET DEVICE data, QEMU 7.2's words for ide-cd (model "QEMU DVD-ROM",
-    /// firmware "2.5+", serial as given). QEMU computes these once and then only SET FEATURES
-    /// (transfer mode, words 62, 63 and 88) changes them; the IDE layer keeps that copy.
+    /// firmware "2.5+", serial as given). Like QEMU, the words are built on the first call
+    /// and kept: later calls return the kept copy (serial unchanged), as changed by
+    /// [`Atapi::set_transfer_mode`].
     pub fn identify(&self, serial: &str) -> [u16; 256] {
-        let words = identify::identify_packet_device(serial);
+        let mut shared = self.shared();
+        let words = *shared
+            .identify
+            .get_or_insert_with(|| identify::identify_packet_device(serial));
         // QEMU copies the data through its I/O buffer, where later replies may show it.
-        self.shared().io.store_words(&words);
+        shared.io.store_words(&words);
         words
+    }
+
+    /// SET FEATURES 0x03 (set transfer mode) with the sector count register `mode`, as QEMU
+    /// records it in the IDENTIFY data (words 62, 63 and 88). `false`: a mode QEMU refuses,
+    /// the IDE layer aborts the command. Before the first IDENTIFY nothing is kept to change
+    /// (QEMU builds the data afresh then).
+    pub fn set_transfer_mode(&self, mode: u8) -> bool {
+        let Some(words) = identify::transfer_mode_words(mode) else {
+            return false;
+        };
+        if let Some(identify) = self.shared().identify.as_mut() {
+            identify[62] = words[0];
+            identify[63] = words[1];
+            identify[88] = words[2];
+        }
+        true
     }
 
     /// Runs one packet command (12-byte CDB) as if issued by DMA, where QEMU ignores the

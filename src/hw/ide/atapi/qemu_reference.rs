@@ -30,6 +30,10 @@ fn qemu_binary() -> PathBuf {
 const BASE: u16 = 0x170;
 const STATUS_BSY: u8 = 0x80;
 const STATUS_DRQ: u8 = 0x08;
+/// Where the reference places the bus master registers and its DMA structures.
+const BMDMA: u16 = 0xc000;
+const PRD_TABLE: u64 = 0x1000;
+const DMA_BUFFER: u64 = 0x10_0000;
 
 /// The task file and data after a packet command.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +50,7 @@ pub struct QemuCdrom {
     stdout: BufReader<ChildStdout>,
     qmp: Option<BufReader<UnixStream>>,
     qmp_path: PathBuf,
+    bus_master_enabled: bool,
 }
 
 impl QemuCdrom {
@@ -83,6 +88,7 @@ impl QemuCdrom {
             stdout,
             qmp: None,
             qmp_path,
+            bus_master_enabled: false,
         }
     }
 
@@ -175,6 +181,86 @@ impl QemuCdrom {
         self.collect()
     }
 
+    fn outl(&mut self, port: u16, v: u32) {
+        self.command(&format!("outl {port:#x} {v:#x}"));
+    }
+
+    fn writel(&mut self, addr: u64, v: u32) {
+        self.command(&format!("writel {addr:#x} {v:#x}"));
+    }
+
+    fn read_memory(&mut self, addr: u64, len: usize) -> Vec<u8> {
+        let reply = self.command(&format!("read {addr:#x} {len:#x}"));
+        let hex = reply
+            .split_whitespace()
+            .nth(1)
+            .expect("qtest read")
+            .trim_start_matches("0x");
+        (0..hex.len() / 2)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Enables the PIIX IDE function's bus master (BAR4 at [`BMDMA`]) once.
+    fn enable_bus_master(&mut self) {
+        // 00:01.1, PCI configuration mechanism 1.
+        let config = 0x8000_0000u32 | (1 << 11) | (1 << 8);
+        self.outl(0xcf8, config | 0x20);
+        self.outl(0xcfc, u32::from(BMDMA) | 1);
+        self.outl(0xcf8, config | 0x04);
+        self.outl(0xcfc, 0x0005); // I/O space, bus master
+    }
+
+    /// Sends one packet command with DMA into guest memory: three 64 KiB PRD entries at
+    /// [`DMA_BUFFER`]. Returns the task file and the first `expect` bytes of the buffer.
+    pub fn packet_dma(&mut self, cdb: &[u8; 12], expect: usize) -> Observed {
+        if !self.bus_master_enabled {
+            self.enable_bus_master();
+            self.bus_master_enabled = true;
+        }
+        let bm = BMDMA + 8; // secondary channel
+        for i in 0..3u32 {
+            let entry = PRD_TABLE + u64::from(i) * 8;
+            self.writel(entry, DMA_BUFFER as u32 + i * 0x10000);
+            // Byte count 0 means 64 KiB; the last entry ends the table.
+            self.writel(entry + 4, if i == 2 { 0x8000_0000 } else { 0 });
+        }
+        // Poison the buffer so short transfers show.
+        for i in 0..(expect as u64).div_ceil(4) {
+            self.writel(DMA_BUFFER + i * 4, 0xdead_beef);
+        }
+        self.outb(bm, 0); // stop
+        self.outb(bm + 2, 0x06); // clear interrupt and error
+        self.outl(bm + 4, PRD_TABLE as u32);
+        self.outb(bm, 0x08); // device to memory
+        self.outb(BASE + 6, 0xa0);
+        self.outb(BASE + 1, 1); // DMA
+        self.outb(BASE + 4, 0);
+        self.outb(BASE + 5, 0);
+        self.outb(BASE + 7, 0xa0);
+        let status = self.wait_not_busy();
+        if status & STATUS_DRQ != 0 {
+            for pair in cdb.chunks(2) {
+                self.outw(BASE, u16::from_le_bytes([pair[0], pair[1]]));
+            }
+            self.outb(bm, 0x09); // start
+            for _ in 0..10_000 {
+                let status = self.inb(0x376);
+                if status & (STATUS_BSY | STATUS_DRQ) == 0 {
+                    break;
+                }
+            }
+            self.outb(bm, 0x08);
+        }
+        let data = self.read_memory(DMA_BUFFER, expect);
+        Observed {
+            status: self.inb(BASE + 7),
+            error: self.inb(BASE + 1),
+            sector_count: self.inb(BASE + 2),
+            data,
+        }
+    }
+
     /// IDENTIFY PACKET DEVICE.
     pub fn identify_packet(&mut self) -> [u16; 256] {
         self.outb(BASE + 6, 0xa0);
@@ -185,6 +271,15 @@ impl QemuCdrom {
             *w = self.inw(BASE);
         }
         words
+    }
+
+    /// SET FEATURES 0x03 (set transfer mode); whether QEMU accepted it (no ERR).
+    pub fn set_transfer_mode(&mut self, mode: u8) -> bool {
+        self.outb(BASE + 6, 0xa0);
+        self.outb(BASE + 1, 0x03);
+        self.outb(BASE + 2, mode);
+        self.outb(BASE + 7, 0xef);
+        self.wait_not_busy() & 0x01 == 0
     }
 
     /// ATA DEVICE RESET (QEMU's `ide_reset` for this drive).

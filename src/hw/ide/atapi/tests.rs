@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::qemu_reference::{Observed, QemuCdrom};
 use super::*;
@@ -643,6 +644,15 @@ fn identify_packet_device_words() {
     assert_eq!(words[27], u16::from_be_bytes(*b"QE"));
     assert_eq!(words[49], 0x0300);
     assert_eq!(words[88], 0x203f);
+    // UDMA mode 2 selected; kept across calls; unknown transfer types refused.
+    assert!(atapi.set_transfer_mode(0x42));
+    assert_eq!(atapi.identify("other")[88], 0x043f);
+    assert_eq!(atapi.identify("other")[10], u16::from_be_bytes(*b"QM"));
+    assert!(!atapi.set_transfer_mode(0x80));
+    // Before the first IDENTIFY there is nothing to change.
+    let fresh = cdrom(None);
+    assert!(fresh.set_transfer_mode(0x42));
+    assert_eq!(fresh.identify("QM00003")[88], 0x203f);
 }
 
 // Differential tests against QEMU 7.2.
@@ -651,9 +661,15 @@ fn identify_packet_device_words() {
 #[derive(Clone, Debug)]
 enum Step {
     Packet([u8; 12], u16),
+    /// A packet command by DMA; compares this many bytes of the DMA buffer.
+    PacketDma([u8; 12], usize),
     Identify,
+    /// SET FEATURES "set transfer mode" with this sector count.
+    SetTransferMode(u8),
     Reset,
     ChangeMedium,
+    /// Compares the read statistics (`query-blockstats`' rd_operations and rd_bytes).
+    ReadStats,
 }
 
 fn packet(bytes: &[u8]) -> Step {
@@ -662,6 +678,73 @@ fn packet(bytes: &[u8]) -> Step {
 
 fn packet_bcl(bytes: &[u8], byte_count_limit: u16) -> Step {
     Step::Packet(cdb(bytes), byte_count_limit)
+}
+
+/// The reference's DMA buffer before a transfer: 0xdeadbeef words.
+fn poisoned(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| 0xdeadbeefu32.to_le_bytes()[i % 4])
+        .collect()
+}
+
+/// QEMU's DMA read chunk: 64 blocks (`IDE_DMA_BUF_SECTORS / 4`).
+const DMA_CHUNK_BLOCKS: u32 = 64;
+
+/// What the IDE layer shows for our reply by DMA, following QEMU's updates: replies and
+/// reads each accounted once, reads done in QEMU's chunks.
+fn ours_dma(atapi: &mut Atapi, cdb: &[u8; 12], expect: usize) -> Observed {
+    let mut buffer = poisoned(expect);
+    let start = Instant::now();
+    let done = |buffer: Vec<u8>| Observed {
+        status: 0x50,
+        error: 0,
+        sector_count: 3,
+        data: buffer,
+    };
+    let fill = |buffer: &mut Vec<u8>, data: &[u8]| {
+        let n = data.len().min(buffer.len());
+        buffer[..n].copy_from_slice(&data[..n]);
+    };
+    match atapi.execute_packet(cdb, PacketTransfer::DMA) {
+        PacketReply::Outcome(PacketOutcome::Done) => done(buffer),
+        PacketReply::Outcome(PacketOutcome::DataIn(data)) => {
+            atapi.account_read(0, data.len() as u64, start, true);
+            fill(&mut buffer, &data);
+            done(buffer)
+        }
+        PacketReply::Outcome(PacketOutcome::ReadBlocks { lba, count }) => {
+            let mut data = Vec::new();
+            let mut next = lba;
+            while next < lba + count {
+                let n = (lba + count - next).min(DMA_CHUNK_BLOCKS);
+                let mut chunk = vec![0u8; n as usize * BLOCK_SIZE];
+                atapi.read_blocks_unaccounted(next, n, &mut chunk).unwrap();
+                data.extend_from_slice(&chunk);
+                next += n;
+            }
+            atapi.account_read(
+                u64::from(lba) * BLOCK_SIZE as u64,
+                data.len() as u64,
+                start,
+                true,
+            );
+            fill(&mut buffer, &data);
+            done(buffer)
+        }
+        PacketReply::Outcome(PacketOutcome::Error(sense)) => Observed {
+            status: 0x41,
+            error: sense.error_register(),
+            sector_count: 3,
+            data: buffer,
+        },
+        PacketReply::UnitAttentionPending => Observed {
+            status: 0x01,
+            error: 0x60,
+            sector_count: 0,
+            data: buffer,
+        },
+        PacketReply::AtaAbort => panic!("DMA commands are never aborted for the byte count"),
+    }
 }
 
 /// What the IDE layer shows for our reply, following QEMU's register updates.
@@ -737,14 +820,46 @@ fn compare(image: Option<&Path>, steps: &[Step]) {
                 let got = ours(&mut atapi, cdb, *bcl);
                 assert_eq!(got, reference, "step {i}: packet {cdb:02x?} (bcl {bcl:#x})");
             }
+            Step::PacketDma(cdb, expect) => {
+                let reference = qemu.packet_dma(cdb, *expect);
+                let got = ours_dma(&mut atapi, cdb, *expect);
+                assert_eq!(got, reference, "step {i}: DMA packet {cdb:02x?}");
+            }
             Step::Identify => {
                 let reference = qemu.identify_packet();
                 let got = atapi.identify("QM00003");
                 assert_eq!(got, reference, "step {i}: IDENTIFY PACKET DEVICE");
             }
+            Step::SetTransferMode(mode) => {
+                let reference = qemu.set_transfer_mode(*mode);
+                let got = atapi.set_transfer_mode(*mode);
+                assert_eq!(got, reference, "step {i}: set transfer mode {mode:#x}");
+            }
             Step::Reset => {
                 qemu.device_reset();
                 atapi.reset();
+            }
+            Step::ReadStats => {
+                let reply = qemu.qmp("{\"execute\":\"query-blockstats\"}");
+                let json: serde_json::Value = serde_json::from_str(&reply).unwrap();
+                let device = json["return"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|d| d["device"] == "ide1-cd0")
+                    .expect("ide1-cd0 in query-blockstats");
+                let stats = atapi.drive.stats();
+                assert_eq!(
+                    (
+                        stats.rd_operations.load(Ordering::Relaxed),
+                        stats.rd_bytes.load(Ordering::Relaxed)
+                    ),
+                    (
+                        device["stats"]["rd_operations"].as_u64().unwrap(),
+                        device["stats"]["rd_bytes"].as_u64().unwrap()
+                    ),
+                    "step {i}: read statistics"
+                );
             }
             Step::ChangeMedium => {
                 let path = image.expect("a medium to change").display().to_string();
@@ -860,6 +975,7 @@ fn command_tour() -> Vec<Step> {
         Step::Reset,
         packet(&[0x03, 0, 0, 0, 18]),
         audio_page,
+        Step::ReadStats,
     ]
 }
 
@@ -918,6 +1034,50 @@ fn matches_qemu_with_media_shorter_than_a_block() {
             ],
         );
     }
+}
+
+#[test]
+fn matches_qemu_for_identify_and_transfer_modes() {
+    let mut steps = vec![Step::SetTransferMode(0x45), Step::Identify];
+    for mode in [0x45, 0x22, 0x12, 0x0c, 0x08, 0x00, 0x40, 0x47, 0x30, 0x80] {
+        steps.push(Step::SetTransferMode(mode));
+        steps.push(Step::Identify);
+        steps.push(packet(&[0x5a, 0, 0x0e, 0, 0, 0, 0, 0, 0xff]));
+    }
+    steps.push(Step::Reset);
+    steps.push(Step::Identify);
+    compare(None, &steps);
+}
+
+#[test]
+fn matches_qemu_by_dma() {
+    let iso = TempImage::iso(100);
+    let dma = |bytes: &[u8], expect: usize| Step::PacketDma(cdb(bytes), expect);
+    compare(
+        Some(iso.path()),
+        &[
+            dma(&[0x12, 0, 0, 0, 36], 64),
+            dma(&[0x12, 0, 0, 0, 5], 64),
+            dma(&[0x03, 0, 0, 0, 0], 32),
+            dma(&[0x28, 0, 0, 0, 0, 3, 0, 0, 70], 70 * 2048 + 16),
+            // Bytes 12-16 of MODE SENSE page 0x0e show the last DMA chunk's first block.
+            packet(&[0x5a, 0, 0x0e, 0, 0, 0, 0, 0, 0xff]),
+            dma(&[0x28, 0, 0, 0, 0, 99, 0, 0, 2], 64),
+            dma(&[0x43, 2, 0, 0, 0, 0, 0, 0, 100, 0x80], 64),
+            dma(&[0xbe, 0, 0, 0, 0, 1, 0, 0, 2, 0xf8], 2 * 2352 + 16),
+            packet(&[0x5a, 0, 0x0e, 0, 0, 0, 0, 0, 0xff]),
+            dma(&[0xbe, 0, 0, 0, 0, 7, 0, 0, 1, 0x10], 2048 + 16),
+            dma(&[0x25], 16),
+            Step::ReadStats,
+            Step::ChangeMedium,
+            dma(&[0x00], 16),
+            dma(&[0x00], 16),
+            dma(&[0x25], 16),
+            dma(&[0x03, 0, 0, 0, 18], 32),
+            dma(&[0x25], 16),
+            Step::ReadStats,
+        ],
+    );
 }
 
 #[test]
