@@ -1,7 +1,7 @@
-//! Disks for the SeaBIOS boot tests: the `diskprobe` boot program of `tests/guest/boot/`
-//! (built once per test process by its build.sh), raw/qcow2 images and ISOs that carry it
-//! plus known data at the sectors it visits, and the `qemu-img` calls that create, check and
-//! compare them.
+//! Disks for the IDE tests: the `diskprobe` boot program of `tests/guest/boot/` (built once
+//! per test process by its build.sh), raw/qcow2 images and ISOs that carry it plus known
+//! data at the sectors it visits, patterned disks for the test kernel's IDE scenarios, and
+//! the `qemu-img` calls that create, check and compare them.
 
 use std::fs::{self, File};
 use std::io::{Seek, SeekFrom, Write};
@@ -194,5 +194,28 @@ pub fn compare_images(a: &Path, b: &Path, format: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(text)
+    }
+}
+
+/// A raw disk of `size` bytes (a multiple of 512) in which every sector holds
+/// [`sector_pattern`] of its LBA: for the test kernel's IDE scenarios.
+pub fn write_patterned_raw(path: &Path, size: u64) {
+    let mut data = Vec::with_capacity(size as usize);
+    for lba in 0..size / 512 {
+        data.extend_from_slice(&sector_pattern(lba, 512));
+    }
+    fs::write(path, data).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+/// A sparse raw disk of `size` bytes with [`sector_pattern`] only in `regions` (first LBA,
+/// sector count): for disks too large to fill.
+pub fn write_sparse_raw(path: &Path, size: u64, regions: &[(u64, u64)]) {
+    let mut f = File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    f.set_len(size).unwrap();
+    for &(first, count) in regions {
+        f.seek(SeekFrom::Start(first * 512)).unwrap();
+        for lba in first..first + count {
+            f.write_all(&sector_pattern(lba, 512)).unwrap();
+        }
     }
 }

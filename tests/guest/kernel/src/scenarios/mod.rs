@@ -2,6 +2,7 @@
 
 use crate::start_info::StartInfo;
 
+mod ide;
 mod memory;
 mod reset;
 mod serial_echo;
@@ -16,9 +17,27 @@ const ALL: &[(&str, Scenario)] = &[
     ("serial-echo", serial_echo::run),
     ("timer", timer::run),
     ("reset", reset::run),
+    ("ide-pio", ide::run_pio),
+    ("ide-dma", ide::run_dma),
+    ("ide-48bit", ide::run_48bit),
+    ("ide-errors", ide::run_errors),
+    ("atapi", ide::run_atapi),
+    ("ide-dma-bench", ide::run_dma_bench),
 ];
 
-pub const NAMES: &[&str] = &["memory", "smp", "serial-echo", "timer", "reset"];
+pub const NAMES: &[&str] = &[
+    "memory",
+    "smp",
+    "serial-echo",
+    "timer",
+    "reset",
+    "ide-pio",
+    "ide-dma",
+    "ide-48bit",
+    "ide-errors",
+    "atapi",
+    "ide-dma-bench",
+];
 
 pub fn find(name: &[u8]) -> Option<Scenario> {
     ALL.iter()
