@@ -56,6 +56,16 @@ struct Prepared {
 }
 
 impl Medium {
+    /// A fresh copy to compare a backing file with after the run, for media that have one.
+    fn pristine(self, tmp: &TempDir) -> Option<Prepared> {
+        match self {
+            Medium::Qcow2OverRaw(_) | Medium::Qcow2OverQcow2(_) => {
+                Some(self.prepare(&tmp.sub("pristine")))
+            }
+            _ => None,
+        }
+    }
+
     /// Creates the medium in `dir` (which must exist).
     fn prepare(self, dir: &Path) -> Prepared {
         let raw = dir.join("disk.raw");
@@ -157,11 +167,12 @@ fn run_vmscope(disk: &Prepared) -> RunResult {
 
 /// The checks every run's disk must pass: qcow2 still consistent, backing file untouched
 /// (compared with a fresh copy of the medium made in `pristine`).
-fn check_disk_after(disk: &Prepared, pristine: &Prepared, who: &str) {
+fn check_disk_after(disk: &Prepared, pristine: Option<&Prepared>, who: &str) {
     if disk.format == "qcow2" {
         boot_disk::check_qcow2(&disk.top);
     }
-    if let (Some((backing, format)), Some((fresh, _))) = (&disk.backing, &pristine.backing) {
+    let fresh_backing = pristine.and_then(|p| p.backing.as_ref());
+    if let (Some((backing, format)), Some((fresh, _))) = (&disk.backing, fresh_backing) {
         if let Err(report) = boot_disk::compare_images(backing, fresh, format) {
             panic!(
                 "{who} wrote to the backing file {}: {report}",
@@ -184,10 +195,10 @@ fn qemu_lines(run: &RunResult) -> Vec<String> {
 fn check_qemu(name: &str, medium: Medium) {
     let tmp = TempDir::new(name);
     let disk = medium.prepare(&tmp.sub("qemu"));
-    let pristine = medium.prepare(&tmp.sub("pristine"));
+    let pristine = medium.pristine(&tmp);
     let run = run_qemu(&disk);
     let lines = qemu_lines(&run);
-    check_disk_after(&disk, &pristine, "QEMU");
+    check_disk_after(&disk, pristine.as_ref(), "QEMU");
     let mut text = lines.join("\n");
     text.push('\n');
     let path = golden_path(name);
@@ -217,7 +228,7 @@ fn check_vmscope(name: &str, medium: Medium) {
     let tmp = TempDir::new(name);
     let qemu_disk = medium.prepare(&tmp.sub("qemu"));
     let vmscope_disk = medium.prepare(&tmp.sub("vmscope"));
-    let pristine = medium.prepare(&tmp.sub("pristine"));
+    let pristine = medium.pristine(&tmp);
     let qemu_run = run_qemu(&qemu_disk);
     let expected = qemu_lines(&qemu_run);
     let run = run_vmscope(&vmscope_disk);
@@ -229,7 +240,7 @@ fn check_vmscope(name: &str, medium: Medium) {
         run.describe(),
         qemu_run.describe()
     );
-    check_disk_after(&vmscope_disk, &pristine, "vmscope");
+    check_disk_after(&vmscope_disk, pristine.as_ref(), "vmscope");
     if let Err(report) =
         boot_disk::compare_images(&qemu_disk.top, &vmscope_disk.top, qemu_disk.format)
     {

@@ -179,7 +179,8 @@ pub fn check_qcow2(image: &Path) {
 }
 
 /// Whether two images (with their backing chains) have the same guest-visible content:
-/// `qemu-img compare -s` (strict: sizes and allocation too). Err carries qemu-img's report.
+/// `qemu-img compare` (not strict: an unallocated cluster equals zeros, so two VMMs may
+/// allocate differently). Err carries qemu-img's report.
 pub fn compare_images(a: &Path, b: &Path, format: &str) -> Result<(), String> {
     let (code, text) = qemu_img(&[
         "compare",

@@ -22,7 +22,9 @@ pub const BOOT_IMAGE_BLOCK: u32 = 23;
 /// boot image, from which on the caller may put data.
 pub fn bootable_iso(boot_image: &[u8], total_blocks: u32) -> (Vec<u8>, u32) {
     assert!(
-        boot_image.len().is_multiple_of(512) && !boot_image.is_empty() && boot_image.len() <= 0xffff * 512,
+        boot_image.len().is_multiple_of(512)
+            && !boot_image.is_empty()
+            && boot_image.len() <= 0xffff * 512,
         "El Torito boot image must be whole 512-byte sectors"
     );
     let boot_blocks = boot_image.len().div_ceil(BLOCK) as u32;
