@@ -4,9 +4,10 @@
 //! READ TOC, GET CONFIGURATION, and commands that must fail with sense data.
 
 use super::{
-    checksum, identify, line_end, line_start, print_outcome_tail, reset_and_signatures, setup,
+    checksum, identify, line_end, line_start, non_data, print_outcome_tail, reset_and_signatures,
+    setup,
 };
-use crate::ata::{self, Channel, Outcome, Prd};
+use crate::ata::{self, Channel, Outcome, Prd, Task};
 use crate::console::{Dec, Emit, Hex};
 use crate::kprintln;
 use crate::start_info::StartInfo;
@@ -102,6 +103,12 @@ pub fn run(_info: &StartInfo) {
         Hex(u64::from(sig[2]), 2),
         " ",
         Hex(u64::from(sig[3]), 2)
+    );
+    // The transfer mode shows in the identity words; firmware may have chosen one.
+    non_data(
+        ch,
+        "atapi: set-features xfer udma2",
+        Task::new(0xef, 0).features(0x03).lba28(0, 0x42),
     );
     if identify(ch, "secondary", 0, 0xa1).is_none() {
         return;
