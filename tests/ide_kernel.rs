@@ -1,5 +1,5 @@
 //! The test kernel's IDE scenarios (`ide-pio`, `ide-dma`, `ide-48bit`, `ide-errors`,
-//! `atapi`) on QEMU 7.2 and vmscope: the kernel drives the PIIX IDE function directly (PIO,
+//! `atapi`, `ide-dma-bench`) on QEMU 7.2 and vmscope: the kernel drives the PIIX IDE function directly (PIO,
 //! bus-master DMA, ATAPI packets, hostile requests) and prints identity words, register
 //! values and checksums. As in `scenarios.rs`, per case:
 //! - `<case>::qemu` checks QEMU's lines against `tests/guest/golden/ide_<case>.txt`
@@ -304,4 +304,6 @@ ide_tests! {
     atapi => "atapi", &[(Image::Iso(2048), Attach::Cdrom)];
     // No -cdrom: QEMU's default empty drive answers "medium not present".
     atapi_empty => "atapi", &[];
+    // scripts/bench-boot's transfer: 64 MiB by DMA, all commands must succeed.
+    dma_bench => "ide-dma-bench", &[(Image::Raw(64 * MIB), Attach::Ide(0))];
 }
