@@ -208,6 +208,32 @@ pub fn run(_info: &StartInfo) {
     );
     sense(ch);
 
+    // ATA commands a packet device refuses, and DEVICE RESET, which it takes.
+    for (label, command) in [
+        ("atapi: read-sectors on a cd", 0x20),
+        ("atapi: read-dma on a cd", 0xc8),
+        ("atapi: device-reset", 0x08),
+    ] {
+        non_data(ch, label, Task::new(command, 0).lba28(16, 1));
+        let sig = ch.signature();
+        kprintln!(
+            "atapi: signature ",
+            Hex(u64::from(sig[0]), 2),
+            " ",
+            Hex(u64::from(sig[1]), 2),
+            " ",
+            Hex(u64::from(sig[2]), 2),
+            " ",
+            Hex(u64::from(sig[3]), 2)
+        );
+    }
+    let ready = wait_ready(ch);
+    kprintln!(
+        "atapi: ready after device reset: ",
+        if ready { "yes" } else { "no" }
+    );
+    packet(ch, "read10 lba 16", &read10(16, 1), 2048);
+
     let o = ch.packet(0, &cdb(&[0x00]), &mut [], BYTE_LIMIT, false);
     line_start(&["atapi: test-unit-ready"]);
     print_outcome_tail(&o, false);
