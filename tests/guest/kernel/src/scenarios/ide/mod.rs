@@ -15,7 +15,7 @@ pub use disk::{run_48bit, run_dma, run_pio};
 pub use errors::run as run_errors;
 
 use crate::ata::{self, Channel, Outcome, Prd, Task, SECTOR};
-use crate::console::{Dec, Hex};
+use crate::console::{Dec, Emit, Hex};
 use crate::{kprintln, pci};
 
 /// Where the kernel puts the bus-master registers when firmware has not (direct boot).
@@ -131,16 +131,16 @@ pub fn fill_pattern(buf: &mut [u8], seed: u32) {
 
 /// " st=XX err=XX", " bm=XX" when `dma`, " TIMEOUT" when the device never finished.
 pub fn print_outcome_tail(o: &Outcome, dma: bool) {
-    crate::console::Emit::emit(&" st=");
-    crate::console::Emit::emit(&Hex(u64::from(o.status), 2));
-    crate::console::Emit::emit(&" err=");
-    crate::console::Emit::emit(&Hex(u64::from(o.error), 2));
+    " st=".emit();
+    Hex(u64::from(o.status), 2).emit();
+    " err=".emit();
+    Hex(u64::from(o.error), 2).emit();
     if dma {
-        crate::console::Emit::emit(&" bm=");
-        crate::console::Emit::emit(&Hex(u64::from(o.bm_status), 2));
+        " bm=".emit();
+        Hex(u64::from(o.bm_status), 2).emit();
     }
     if o.timed_out {
-        crate::console::Emit::emit(&" TIMEOUT");
+        " TIMEOUT".emit();
     }
 }
 
@@ -157,10 +157,10 @@ pub fn line_end() {
 }
 
 fn emit_lba(lba: u64, count: u32) {
-    crate::console::Emit::emit(&" lba=");
-    crate::console::Emit::emit(&Hex(lba, 1));
-    crate::console::Emit::emit(&" n=");
-    crate::console::Emit::emit(&Dec(u64::from(count)));
+    " lba=".emit();
+    Hex(lba, 1).emit();
+    " n=".emit();
+    Dec(u64::from(count)).emit();
 }
 
 /// Sectors a task moves (count 0 means 256, or 65536 with 48-bit commands).
@@ -183,10 +183,10 @@ pub fn pio_read(ch: &Channel, label: &str, t: Task, block: usize) -> u32 {
     line_start(&[label]);
     emit_lba(t.lba, n);
     print_outcome_tail(&o, false);
-    crate::console::Emit::emit(&" blocks=");
-    crate::console::Emit::emit(&Dec(u64::from(o.blocks)));
-    crate::console::Emit::emit(&" sum=");
-    crate::console::Emit::emit(&Hex(u64::from(sum), 8));
+    " blocks=".emit();
+    Dec(u64::from(o.blocks)).emit();
+    " sum=".emit();
+    Hex(u64::from(sum), 8).emit();
     line_end();
     sum
 }
@@ -200,10 +200,10 @@ pub fn pio_write(ch: &Channel, label: &str, t: Task, block: usize) {
     line_start(&[label]);
     emit_lba(t.lba, n);
     print_outcome_tail(&o, false);
-    crate::console::Emit::emit(&" blocks=");
-    crate::console::Emit::emit(&Dec(u64::from(o.blocks)));
-    crate::console::Emit::emit(&" sum=");
-    crate::console::Emit::emit(&Hex(u64::from(checksum(buf)), 8));
+    " blocks=".emit();
+    Dec(u64::from(o.blocks)).emit();
+    " sum=".emit();
+    Hex(u64::from(checksum(buf)), 8).emit();
     line_end();
 }
 
@@ -255,11 +255,11 @@ pub fn dma(ch: &Channel, label: &str, t: Task, to_memory: bool, lengths: &[u32])
     let sum = checksum(buf);
     line_start(&[label]);
     emit_lba(t.lba, task_sectors(&t));
-    crate::console::Emit::emit(&" prds=");
-    crate::console::Emit::emit(&Dec(count as u64));
+    " prds=".emit();
+    Dec(count as u64).emit();
     print_outcome_tail(&o, true);
-    crate::console::Emit::emit(&" sum=");
-    crate::console::Emit::emit(&Hex(u64::from(sum), 8));
+    " sum=".emit();
+    Hex(u64::from(sum), 8).emit();
     line_end();
     ch.bm_reset();
     sum
@@ -285,11 +285,11 @@ pub fn identify(ch: &Channel, name: &str, dev: u8, command: u8) -> Option<[u16; 
     let mut raw = [0u8; 512];
     let o = ch.pio_in(&Task::new(command, dev), &mut raw, 1);
     line_start(&["ide: ", name, ".", if dev == 0 { "0" } else { "1" }]);
-    crate::console::Emit::emit(&" identify ");
-    crate::console::Emit::emit(&Hex(u64::from(command), 2));
+    " identify ".emit();
+    Hex(u64::from(command), 2).emit();
     print_outcome_tail(&o, false);
-    crate::console::Emit::emit(&" bytes=");
-    crate::console::Emit::emit(&Dec(u64::from(o.bytes)));
+    " bytes=".emit();
+    Dec(u64::from(o.bytes)).emit();
     line_end();
     if o.bytes != 512 {
         return None;
@@ -326,15 +326,13 @@ pub fn identify(ch: &Channel, name: &str, dev: u8, command: u8) -> Option<[u16; 
     );
     for row in 0..16 {
         line_start(&["ide: words "]);
-        crate::console::Emit::emit(&Hex(row as u64 * 16, 2));
+        Hex(row as u64 * 16, 2).emit();
         crate::serial::write_bytes(b":");
-        for w in &words[row * 16..row * 16 + 16] {
-            crate::serial::write_bytes(b" ");
-            let hex = Hex(u64::from(*w), 4);
-            // Without the 0x of Hex: four digits per word keep the rows short.
-            let mut digits = [0u8; 4];
-            for (j, d) in digits.iter_mut().enumerate() {
-                *d = b"0123456789abcdef"[((hex.0 >> (12 - 4 * j)) & 0xf) as usize];
+        for &w in &words[row * 16..row * 16 + 16] {
+            // Four bare digits per word (no 0x) keep the rows short.
+            let mut digits = *b" 0000";
+            for (j, d) in digits[1..].iter_mut().enumerate() {
+                *d = b"0123456789abcdef"[usize::from((w >> (12 - 4 * j)) & 0xf)];
             }
             crate::serial::write_bytes(&digits);
         }
