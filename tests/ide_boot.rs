@@ -124,6 +124,8 @@ impl Medium {
     }
 }
 
+/// A scratch directory per test (the `qemu` and `vmscope` tests of a case run at the same
+/// time in one process, so the name carries the test's kind).
 struct TempDir(PathBuf);
 
 impl TempDir {
@@ -193,7 +195,7 @@ fn qemu_lines(run: &RunResult) -> Vec<String> {
 }
 
 fn check_qemu(name: &str, medium: Medium) {
-    let tmp = TempDir::new(name);
+    let tmp = TempDir::new(&format!("{name}-qemu"));
     let disk = medium.prepare(&tmp.sub("qemu"));
     let pristine = medium.pristine(&tmp);
     let run = run_qemu(&disk);
@@ -225,7 +227,7 @@ fn check_vmscope(name: &str, medium: Medium) {
     if !kvm::require(&test) {
         return;
     }
-    let tmp = TempDir::new(name);
+    let tmp = TempDir::new(&format!("{name}-vmscope"));
     let qemu_disk = medium.prepare(&tmp.sub("qemu"));
     let vmscope_disk = medium.prepare(&tmp.sub("vmscope"));
     let pristine = medium.pristine(&tmp);

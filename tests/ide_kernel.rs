@@ -1,4 +1,4 @@
-//! The test kernel's IDE scenarios (`ide-pio`, `ide-dma`, `ide-48bit`, `ide-errors`,
+//! The test kernel's IDE scenarios (`ide-probe`, `ide-pio`, `ide-dma`, `ide-48bit`, `ide-errors`,
 //! `atapi`, `ide-dma-bench`) on QEMU 7.2 and vmscope: the kernel drives the PIIX IDE function directly (PIO,
 //! bus-master DMA, ATAPI packets, hostile requests) and prints identity words, register
 //! values and checksums. As in `scenarios.rs`, per case:
@@ -9,7 +9,8 @@
 //!   (`qemu-img compare`). It needs /dev/kvm (skips visibly without).
 //!
 //! Disks are attached as `-drive file=F,format=raw|qcow2,if=ide,index=N` and CDs as
-//! `-cdrom F`; QEMU's default devices stay (its empty CD-ROM at ide1-cd0 is what the
+//! `-cdrom F` (the `probe_*` cases use the other ways: `-hdX`, `-drive` with `bus=,unit=`
+//! or without `if=`, `-device ide-hd/ide-cd`); QEMU's default devices stay (its empty CD-ROM at ide1-cd0 is what the
 //! `atapi_empty` case talks to).
 
 mod common;
@@ -60,6 +61,12 @@ enum Attach {
     Ide(u8),
     /// `-cdrom`.
     Cdrom,
+    /// `-hda`..`-hdd` (the letter).
+    Hd(char),
+    /// `-drive file=F,format=FMT` and these options (none: QEMU's default interface).
+    Drive(&'static str),
+    /// `-drive if=none,id=..,file=F,format=FMT` and `-device` with these properties.
+    Device(&'static str),
 }
 
 struct Case {
@@ -115,6 +122,25 @@ impl Case {
                     ),
                 ]),
                 Attach::Cdrom => args.extend(["-cdrom".to_owned(), path.display().to_string()]),
+                Attach::Hd(letter) => {
+                    args.extend([format!("-hd{letter}"), path.display().to_string()])
+                }
+                Attach::Drive(options) => {
+                    let mut drive = format!("file={},format={format}", path.display());
+                    if !options.is_empty() {
+                        drive = format!("{drive},{options}");
+                    }
+                    args.extend(["-drive".to_owned(), drive]);
+                }
+                Attach::Device(properties) => args.extend([
+                    "-drive".to_owned(),
+                    format!(
+                        "if=none,id=drive{i},file={},format={format}",
+                        path.display()
+                    ),
+                    "-device".to_owned(),
+                    format!("{properties},drive=drive{i}"),
+                ]),
             }
             images.push((path, format));
         }
@@ -152,6 +178,8 @@ impl Case {
     }
 }
 
+/// A scratch directory per test (the `qemu` and `vmscope` tests of a case run at the same
+/// time in one process, so the name carries the test's kind).
 struct TempDir(PathBuf);
 
 impl TempDir {
@@ -195,7 +223,7 @@ fn qemu_lines(run: &RunResult) -> Vec<String> {
 }
 
 fn check_qemu(case: &Case) {
-    let tmp = TempDir::new(case.name);
+    let tmp = TempDir::new(&format!("{}-qemu", case.name));
     let media = case.prepare(&tmp.0.join("qemu"));
     let run = case.run_qemu(&media);
     let lines = qemu_lines(&run);
@@ -226,7 +254,7 @@ fn check_vmscope(case: &Case) {
     if !kvm::require(&test) {
         return;
     }
-    let tmp = TempDir::new(case.name);
+    let tmp = TempDir::new(&format!("{}-vmscope", case.name));
     let qemu_media = case.prepare(&tmp.0.join("qemu"));
     let vmscope_media = case.prepare(&tmp.0.join("vmscope"));
     let qemu_run = case.run_qemu(&qemu_media);
@@ -296,6 +324,24 @@ macro_rules! ide_tests {
 }
 
 ide_tests! {
+    // Drive mapping: which file lands at which position, as a driver enumerates them (the
+    // disks differ in size; QEMU's default empty CD-ROM sits at ide1-cd0 unless replaced).
+    probe_hda_hdb_hdd => "ide-probe", &[
+        (Image::Raw(MIB), Attach::Hd('a')),
+        (Image::Raw(2 * MIB), Attach::Hd('b')),
+        (Image::Raw(3 * MIB), Attach::Hd('d')),
+    ];
+    probe_drive_bus_unit => "ide-probe", &[
+        (Image::Raw(MIB), Attach::Drive("if=ide,bus=1,unit=1")),
+        (Image::Raw(2 * MIB), Attach::Drive("")),
+        (Image::Iso(64), Attach::Cdrom),
+        (Image::Raw(3 * MIB), Attach::Drive("if=ide,bus=0,unit=1,media=disk")),
+    ];
+    probe_device => "ide-probe", &[
+        (Image::Raw(MIB), Attach::Device("ide-hd,bus=ide.0,unit=1")),
+        (Image::Iso(64), Attach::Device("ide-cd,bus=ide.1,unit=1")),
+        (Image::Raw(2 * MIB), Attach::Device("ide-hd,bus=ide.0,unit=0")),
+    ];
     // Master raw, slave qcow2.
     pio => "ide-pio", &[(Image::Raw(16 * MIB), Attach::Ide(0)), (Image::Qcow2(8 * MIB), Attach::Ide(1))];
     dma => "ide-dma", &[(Image::Raw(16 * MIB), Attach::Ide(0))];

@@ -8,11 +8,13 @@ mod atapi;
 mod bench;
 mod disk;
 mod errors;
+mod probe;
 
 pub use atapi::run as run_atapi;
 pub use bench::run as run_dma_bench;
 pub use disk::{run_48bit, run_dma, run_pio};
 pub use errors::run as run_errors;
+pub use probe::run as run_probe;
 
 use crate::ata::{self, Channel, Outcome, Prd, Task, SECTOR};
 use crate::console::{Dec, Emit, Hex};
