@@ -3,10 +3,11 @@
 
 use std::sync::{Arc, OnceLock};
 
+use vmscope::block::drive::{Drive, DriveSet};
 use vmscope::chardev::{ChardevFrontend, ChardevWriter, Chardevs, Interest, LoopHandle, MainLoop};
 use vmscope::cli::{self, CliOutcome};
 use vmscope::config::SmpConfig;
-use vmscope::config::{Accelerator, Config, MonitorMode};
+use vmscope::config::{Accelerator, Config, DriveConfig, MonitorMode};
 use vmscope::hw::serial::SerialPort;
 use vmscope::machine::{GuestNotice, Machine, Next};
 use vmscope::monitor::{Hmp, MonitorCommands, Qmp, RunState, SystemReset, VcpuInfo, VmControl};
@@ -102,6 +103,22 @@ fn fail(message: impl std::fmt::Display) -> ! {
     std::process::exit(1);
 }
 
+/// Opens every drive (and its backing chain) as QEMU's `drive_new` does before the machine
+/// exists; a failure ends the process with QEMU's message, prefixed by the option.
+fn open_drives(drives: &[DriveConfig]) -> DriveSet {
+    let opened = drives
+        .iter()
+        .map(|drive| match Drive::open(drive.spec.clone()) {
+            Ok(opened) => Arc::new(opened),
+            Err(e) => match &drive.origin {
+                Some(origin) => fail(format_args!("{origin}: {e}")),
+                None => fail(e),
+            },
+        })
+        .collect();
+    DriveSet::new(opened)
+}
+
 fn main() {
     let argv: Vec<_> = std::env::args_os().collect();
     let config = match cli::parse(&argv) {
@@ -147,14 +164,18 @@ fn run(config: Config) -> i32 {
         .unwrap_or_else(|e| fail(e));
     let mut chardevs = Chardevs::open(&config.chardevs, &main_loop).unwrap_or_else(|e| fail(e));
 
+    let drives = Arc::new(open_drives(&config.drives));
     let control = Arc::new(MachineControl {
         machine: OnceLock::new(),
         main_loop: main_loop.handle(),
         smp: config.smp,
         no_reboot: config.no_reboot,
     });
-    let commands =
-        Arc::new(MonitorCommands::new(control.clone()).with_vm_name(config.name.clone()));
+    let commands = Arc::new(
+        MonitorCommands::new(control.clone())
+            .with_vm_name(config.name.clone())
+            .with_drives(drives.clone()),
+    );
     let _ = signal_commands.set(commands.clone());
     for monitor in &config.monitors {
         if monitor.mode == MonitorMode::Control {
@@ -200,8 +221,14 @@ fn run(config: Config) -> i32 {
             Box::new(writer) as Box<dyn std::io::Write + Send>
         })
         .collect();
-    let mut machine = Machine::with_debugcons(&config, serial_output, rx_space, debugcon_outputs)
-        .unwrap_or_else(|e| fail(e));
+    let mut machine = Machine::with_debugcons(
+        &config,
+        serial_output,
+        rx_space,
+        debugcon_outputs,
+        drives.clone(),
+    )
+    .unwrap_or_else(|e| fail(e));
     let _ = serial_frontend.0.set(machine.serial());
     machine
         .start(config.start_paused)

@@ -123,6 +123,10 @@ pub struct CommandLine {
     pub pidfile: Option<String>,
     pub start_paused: bool,
     pub no_reboot: bool,
+    /// The keys of every `-rtc`, in order (later ones override earlier ones).
+    pub rtc: Vec<(String, String)>,
+    /// The last `-rtc`, which a refusal of the merged settings names.
+    pub rtc_location: Location,
     pub no_shutdown: bool,
     /// Valid options vmscope refuses, reported (the first in argv order) after every
     /// QEMU check passed.
@@ -170,6 +174,8 @@ impl CommandLine {
             pidfile: None,
             start_paused: false,
             no_reboot: false,
+            rtc: Vec::new(),
+            rtc_location: Location::none(),
             no_shutdown: false,
             unsupported: Vec::new(),
         }
@@ -440,8 +446,10 @@ impl CommandLine {
             }
             "rtc" => match other_options::read_rtc(arg, location, console)? {
                 None => return Ok(Step::Exit(1)),
-                Some(Some(what)) => self.unsupported_at(location, &what),
-                Some(None) => {}
+                Some(items) => {
+                    self.rtc.extend(items);
+                    self.rtc_location = location.clone();
+                }
             },
             "device" => {
                 if arg.starts_with('{') {

@@ -30,15 +30,23 @@ use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::block::drive::DriveSet;
 use crate::config::{Config, KernelBoot};
 use crate::hw::bus::PioBus;
-use crate::hw::i8042::{ResetTrigger, I8042, I8042_BASE, I8042_PORT_COUNT};
+use crate::hw::i8042::{
+    ResetTrigger, I8042, I8042_BASE, I8042_PORT_COUNT, KEYBOARD_IRQ, MOUSE_IRQ,
+};
+use crate::hw::ide::{self, channel::AttachError, PiixIde};
+use crate::hw::irq::KvmIrqLine;
 use crate::hw::pc::chipset::{Chipset, ChipsetParts};
 use crate::hw::pc::debugcon::DebugCon;
 use crate::hw::pc::piix4_pm::DIRECT_BOOT_PM_BASE;
 use crate::hw::pc::rtc::{CmosFacts, Rtc, RTC_IRQ};
+use crate::hw::pc::rtc_clock::RtcTimeSource;
+use crate::hw::pci::{devfn, PciFunction};
 use crate::hw::pm::PowerManagement;
 use crate::hw::serial::{IrqLine, RxSpace, SerialPort, COM1_BASE, COM1_IRQ, UART_PORT_COUNT};
+use crate::hw::virtual_clock::VirtualClock;
 use crate::monitor::RunState;
 use boot::BootEntry;
 use cpuid::CpuTopology;
@@ -141,6 +149,8 @@ pub enum MachineError {
     Firmware(#[from] FirmwareError),
     #[error("{0}")]
     Chipset(#[from] crate::hw::pc::chipset::ChipsetError),
+    #[error("{0}")]
+    Ide(#[from] crate::hw::ide::piix::IdeAttachError),
     #[error("{count} isa-debugcon port(s) configured but {given} output(s) given")]
     DebugconOutputs { count: usize, given: usize },
     #[error("{0}")]
@@ -182,6 +192,10 @@ pub struct Machine {
     /// Interrupt controller and PIT state right after creation, restored on reset.
     initial_irqchips: Vec<kvm_bindings::kvm_irqchip>,
     initial_pit: kvm_bindings::kvm_pit_state2,
+    /// The drives the disk controllers use.
+    drives: Arc<DriveSet>,
+    /// Reset with the machine (SeaBIOS probes it again at every boot).
+    i8042: Arc<I8042>,
 }
 
 impl Machine {
@@ -193,15 +207,23 @@ impl Machine {
         serial_output: Box<dyn Write + Send>,
         serial_rx_space: Box<dyn Fn() + Send + Sync>,
     ) -> Result<Machine, MachineError> {
-        Machine::with_debugcons(config, serial_output, serial_rx_space, Vec::new())
+        Machine::with_debugcons(
+            config,
+            serial_output,
+            serial_rx_space,
+            Vec::new(),
+            Arc::new(DriveSet::default()),
+        )
     }
 
-    /// [`Machine::new`] with one output per `config.debugcons` entry, in order.
+    /// [`Machine::new`] with one output per `config.debugcons` entry, in order, and the
+    /// opened drives (`config.drives`) for the disk controllers.
     pub fn with_debugcons(
         config: &Config,
         serial_output: Box<dyn Write + Send>,
         serial_rx_space: Box<dyn Fn() + Send + Sync>,
         debugcon_outputs: Vec<Box<dyn Write + Send>>,
+        drives: Arc<DriveSet>,
     ) -> Result<Machine, MachineError> {
         if debugcon_outputs.len() != config.debugcons.len() {
             return Err(MachineError::DebugconOutputs {
@@ -277,13 +299,12 @@ impl Machine {
         let mut pio = PioBus::new();
         pio.register(COM1_BASE, UART_PORT_COUNT, serial.clone())?;
         let reset_events = event_sink.clone();
-        pio.register(
-            I8042_BASE,
-            I8042_PORT_COUNT,
-            Arc::new(I8042::new(ResetTrigger(Box::new(move || {
-                reset_events.send(MachineEvent::Reset)
-            })))),
-        )?;
+        let i8042 = Arc::new(I8042::new(
+            ResetTrigger(Box::new(move || reset_events.send(MachineEvent::Reset))),
+            Arc::new(KvmIrqLine::new(vm.clone(), KEYBOARD_IRQ)),
+            Arc::new(KvmIrqLine::new(vm.clone(), MOUSE_IRQ)),
+        ));
+        pio.register(I8042_BASE, I8042_PORT_COUNT, i8042.clone())?;
         let poweroff_events = event_sink.clone();
         let pm_block = Arc::new(PowerManagement::new(Box::new(move || {
             poweroff_events.send(MachineEvent::PowerOff)
@@ -318,6 +339,7 @@ impl Machine {
             EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(MachineError::EventFd)?;
         vm.register_irqfd(&rtc_irq, RTC_IRQ)
             .map_err(kvm_err("wiring the RTC interrupt"))?;
+        let virtual_clock = Arc::new(VirtualClock::new());
         let rtc = Arc::new(Rtc::new(
             &CmosFacts {
                 ram_below_4g: split.below_4g,
@@ -328,10 +350,26 @@ impl Machine {
             Box::new(move || {
                 let _ = rtc_irq.write(1);
             }),
+            RtcTimeSource::new(config.rtc, virtual_clock.clone()),
         ));
         rtc.start_ticker().map_err(MachineError::Thread)?;
         let cf9_events = event_sink.clone();
         let port92_events = event_sink.clone();
+        // The PIIX3 IDE function (00:01.1) with the drives at IDE positions; its channels
+        // interrupt on ISA IRQs 14 and 15 as level lines.
+        let ide = Arc::new(PiixIde::from_drives(
+            &drives,
+            [
+                Arc::new(KvmIrqLine::new(vm.clone(), ide::PRIMARY_IRQ)),
+                Arc::new(KvmIrqLine::new(vm.clone(), ide::SECONDARY_IRQ)),
+            ],
+            &memory,
+            &|_drive| Err(AttachError::CdromUnsupported),
+        )?);
+        ide.register_legacy_ports(&mut pio)?;
+        for (index, value) in ide.cmos_bytes() {
+            rtc.set_cmos_data(index, value);
+        }
         let chipset = Chipset::install(
             &mut pio,
             ChipsetParts {
@@ -350,9 +388,10 @@ impl Machine {
                 on_fast_reset: Box::new(move || port92_events.send(MachineEvent::Reset)),
                 fw_cfg,
                 rtc,
-                extra_functions: Vec::new(),
+                extra_functions: vec![(devfn(1, 1), ide.clone() as Arc<dyn PciFunction>)],
             },
         )?;
+        ide.attach_io_space(chipset.io_space.clone());
         if let Some(error) = shadow.take_error() {
             return Err(MachineError::Memory(error));
         }
@@ -417,7 +456,7 @@ impl Machine {
         let initial_pit = vm.get_pit2().map_err(kvm_err("reading the PIT"))?;
 
         let shared = Arc::new(Shared {
-            gate: VcpuGate::new(vcpus.len()),
+            gate: VcpuGate::new(vcpus.len(), virtual_clock),
             pio,
             memory,
             boot_entry: Mutex::new(boot_entry),
@@ -442,6 +481,8 @@ impl Machine {
             run_state: Mutex::new(RunState::Prelaunch),
             initial_irqchips,
             initial_pit,
+            drives,
+            i8042,
         })
     }
 
@@ -466,6 +507,11 @@ impl Machine {
             self.resume().map_err(MachineError::Start)?;
         }
         Ok(())
+    }
+
+    /// The drives the machine's disk controllers use.
+    pub fn drives(&self) -> &Arc<DriveSet> {
+        &self.drives
     }
 
     /// The host thread id of each vCPU thread, by vCPU index (empty before `start`).
@@ -590,6 +636,7 @@ impl Machine {
             .map_err(kvm_err("resetting the PIT"))?;
         // A remap KVM refuses is reported as an internal error (see `report_errors_to`).
         self.chipset.reset();
+        self.i8042.reset();
         if let Some(kernel_boot) = &self.kernel_boot {
             let entry = boot::load_kernel(
                 &self.shared.memory,

@@ -2,6 +2,7 @@
 //! the two can never disagree about what a command does. Events caused by a command
 //! (`STOP`, `RESUME`, `SHUTDOWN`) are emitted here, whichever monitor ran it.
 
+use crate::block::drive::DriveSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -98,6 +99,8 @@ pub struct MonitorCommands {
     events: MonitorEvents,
     /// `-name`: what `query-name` reports.
     vm_name: Option<String>,
+    /// The VM's drives, for the block commands.
+    drives: Arc<DriveSet>,
     quitting: AtomicBool,
 }
 
@@ -107,6 +110,7 @@ impl MonitorCommands {
             vm,
             events: MonitorEvents::new(),
             vm_name: None,
+            drives: Arc::new(DriveSet::default()),
             quitting: AtomicBool::new(false),
         }
     }
@@ -115,6 +119,17 @@ impl MonitorCommands {
     pub fn with_vm_name(mut self, name: Option<String>) -> MonitorCommands {
         self.vm_name = name;
         self
+    }
+
+    /// Sets the drives the block commands act on.
+    pub fn with_drives(mut self, drives: Arc<DriveSet>) -> MonitorCommands {
+        self.drives = drives;
+        self
+    }
+
+    /// The VM's drives.
+    pub fn drives(&self) -> &Arc<DriveSet> {
+        &self.drives
     }
 
     /// Where events go; the machine side emits guest-initiated ones (`RESET`, `SHUTDOWN`,

@@ -5,6 +5,7 @@ use crate::start_info::StartInfo;
 mod ide;
 mod memory;
 mod reset;
+mod rtc;
 mod serial_echo;
 mod smp;
 mod timer;
@@ -17,6 +18,7 @@ const ALL: &[(&str, Scenario)] = &[
     ("serial-echo", serial_echo::run),
     ("timer", timer::run),
     ("reset", reset::run),
+    ("rtc", rtc::run),
     ("ide-probe", ide::run_probe),
     ("ide-pio", ide::run_pio),
     ("ide-dma", ide::run_dma),
@@ -32,6 +34,7 @@ pub const NAMES: &[&str] = &[
     "serial-echo",
     "timer",
     "reset",
+    "rtc",
     "ide-probe",
     "ide-pio",
     "ide-dma",
