@@ -212,12 +212,6 @@ fn malformed() -> Vec<(&'static [&'static str], Vec<&'static str>)> {
 /// They run after [`PREFIX_NO_ACCEL`].
 fn unsupported() -> Vec<(Vec<&'static str>, &'static str)> {
     vec![
-        // IDE disks run; the ATAPI CD-ROM does not yet.
-        (vec!["-cdrom", "img.qcow2"], "-cdrom img.qcow2"),
-        (
-            vec!["-drive", "file=img.qcow2,media=cdrom"],
-            "-drive file=img.qcow2,media=cdrom",
-        ),
         (vec!["-device", "virtio-serial"], "-device virtio-serial"),
         (
             vec!["-nic", "user,hostfwd=tcp::10022-:22"],

@@ -2,8 +2,10 @@
 //! (or qcow2) disk whose boot program (`tests/guest/ide-probe/probe.S`) drives the ATA
 //! registers itself (IDENTIFY, PIO reads and writes with 28- and 48-bit addresses, READ and
 //! WRITE MULTIPLE, errors, nIEN and software reset, bus-master DMA with PRD chains, short
-//! PRDs, 64 KiB PRDs) and prints registers, interrupt line and checksums on COM1, then powers
-//! off. Both machines must print the same lines and leave the same disk contents.
+//! PRDs, 64 KiB PRDs), then the ATAPI CD-ROM at the secondary master (PACKET with byte count
+//! limits, PIO and DMA data, sense) and the CMOS disk bytes, and prints registers, interrupt
+//! line and checksums on COM1, then powers off. Both machines must print the same lines and
+//! leave the same disk contents.
 
 mod common;
 
@@ -95,6 +97,13 @@ fn disk_image(program: &[u8]) -> Vec<u8> {
     disk
 }
 
+/// A 64-block CD image: byte j is `7 * (j / 512) + j % 512 + 3`.
+fn cd_image() -> Vec<u8> {
+    (0..64 * 2048usize)
+        .map(|j| (7 * (j / 512) + j % 512 + 3) as u8)
+        .collect()
+}
+
 fn vmscope() -> &'static str {
     env!("CARGO_BIN_EXE_vmscope")
 }
@@ -116,8 +125,9 @@ fn probe_lines(serial: &str) -> Vec<String> {
         .collect()
 }
 
-/// Runs the probe from `image` (format `format`) on `program` and returns its lines.
-fn run_probe(program: &Path, accel: &str, image: &Path, format: &str) -> Vec<String> {
+/// Runs the probe from `image` (format `format`) with `cd` at ide1-cd0 on `program` and
+/// returns its lines.
+fn run_probe(program: &Path, accel: &str, image: &Path, format: &str, cd: &Path) -> Vec<String> {
     let args: Vec<String> = [
         "-accel",
         accel,
@@ -127,6 +137,11 @@ fn run_probe(program: &Path, accel: &str, image: &Path, format: &str) -> Vec<Str
         "stdio",
         "-drive",
         &format!("file={},format={format}", image.display()),
+        "-drive",
+        &format!(
+            "file={},format=raw,if=ide,index=2,media=cdrom",
+            cd.display()
+        ),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -151,6 +166,8 @@ fn compare(test: &str, format: &str) {
     let program = build_probe(&dir.0);
     let raw = dir.0.join("disk.raw");
     std::fs::write(&raw, disk_image(&program)).unwrap();
+    let cd = dir.0.join("cd.iso");
+    std::fs::write(&cd, cd_image()).unwrap();
     let (ours, theirs) = match format {
         "raw" => {
             let ours = dir.0.join("vmscope.raw");
@@ -179,8 +196,12 @@ fn compare(test: &str, format: &str) {
             (ours, theirs)
         }
     };
-    let expected = run_probe(qemu::binary(), &qemu::accel(), &theirs, format);
-    let got = run_probe(Path::new(vmscope()), "kvm", &ours, format);
+    let expected = run_probe(qemu::binary(), &qemu::accel(), &theirs, format, &cd);
+    let got = run_probe(Path::new(vmscope()), "kvm", &ours, format, &cd);
+    assert!(
+        expected.iter().any(|l| l.starts_with("cd-dma:")),
+        "the probe reached the CD-ROM steps: {expected:?}"
+    );
     assert_eq!(got, expected, "probe output differs from QEMU 7.2's");
     // The writes (PIO at LBA 300, DMA at LBA 400) landed alike.
     run_tool(

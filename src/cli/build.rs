@@ -30,7 +30,7 @@ use crate::config::{Config, DebugconConfig, DriveConfig, KernelBoot, MonitorConf
 const IDE_CONTROLLER_BUILT: bool = true;
 /// Whether the ATAPI CD-ROM model exists: until it does, CD-ROM drives and `ide-cd` devices
 /// are refused and QEMU's default (empty) CD-ROM drive is not made up.
-const ATAPI_BUILT: bool = false;
+const ATAPI_BUILT: bool = true;
 
 /// What the command line describes, before vmscope's refusals are applied.
 #[derive(Debug)]
@@ -148,6 +148,14 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
                 let location = opts.location.clone();
                 cl.unsupported
                     .push(CliError::at(&location, ErrorKind::Unsupported(what)));
+            }
+        }
+    }
+    // configure_blockdev: -snapshot sets snapshot=on where a drive does not say.
+    if cl.snapshot {
+        for opts in &mut cl.drives.entries {
+            if !opts.has("snapshot") {
+                opts.set("snapshot", "on");
             }
         }
     }

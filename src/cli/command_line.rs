@@ -123,6 +123,8 @@ pub struct CommandLine {
     pub pidfile: Option<String>,
     pub start_paused: bool,
     pub no_reboot: bool,
+    /// `-snapshot`: every drive without its own `snapshot=` writes to a temporary overlay.
+    pub snapshot: bool,
     /// The keys of every `-rtc`, in order (later ones override earlier ones).
     pub rtc: Vec<(String, String)>,
     /// The last `-rtc`, which a refusal of the merged settings names.
@@ -174,6 +176,7 @@ impl CommandLine {
             pidfile: None,
             start_paused: false,
             no_reboot: false,
+            snapshot: false,
             rtc: Vec::new(),
             rtc_location: Location::none(),
             no_shutdown: false,
@@ -427,6 +430,7 @@ impl CommandLine {
                 self.machine_str(location, "hpet", "off");
             }
             "no-reboot" => self.no_reboot = true,
+            "snapshot" => self.snapshot = true,
             "no-shutdown" => self.no_shutdown = true,
             "S" => self.start_paused = true,
             "daemonize" => self.daemonize = true,

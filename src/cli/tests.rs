@@ -704,10 +704,14 @@ fn a_fully_supported_line_gives_the_whole_config() {
         debugcons: Vec::new(),
         boot: Default::default(),
         data_dirs: Vec::new(),
-        drives: Vec::new(),
+        // QEMU's default CD-ROM drive (no -nodefaults), empty.
+        drives: c.drives.clone(),
         rtc: Default::default(),
     };
     assert_eq!(c, expected);
+    let ids: Vec<&str> = c.drives.iter().map(|d| d.spec.id.as_str()).collect();
+    assert_eq!(ids, ["ide1-cd0"]);
+    assert!(c.drives[0].spec.file.is_none());
     assert!(console.captured_warnings().is_empty());
 }
 
@@ -1000,4 +1004,25 @@ fn random_command_lines_never_panic() {
         }));
         assert!(result.is_ok(), "panicked on {args:?}");
     }
+}
+
+#[test]
+fn snapshot_option_applies_to_drives_without_their_own_setting() {
+    let (r, _) = outcome(&[
+        "-snapshot",
+        "-drive",
+        "if=none,id=a,file=/dev/null,format=raw",
+        "-drive",
+        "if=none,id=b,file=/dev/null,format=raw,snapshot=off",
+    ]);
+    let Ok(CliOutcome::Run(c)) = r else {
+        panic!("{r:?}")
+    };
+    assert!(c.drives[0].spec.snapshot);
+    assert!(!c.drives[1].spec.snapshot);
+    let (r, _) = outcome(&["-drive", "if=none,id=a,file=/dev/null,format=raw"]);
+    let Ok(CliOutcome::Run(c)) = r else {
+        panic!("{r:?}")
+    };
+    assert!(!c.drives[0].spec.snapshot);
 }

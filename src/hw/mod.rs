@@ -4,6 +4,7 @@ pub mod bus;
 pub mod i8042;
 pub mod ide;
 pub mod irq;
+pub mod mmio;
 pub mod pc;
 pub mod pci;
 pub mod pm;

@@ -308,6 +308,8 @@ pub fn ram_slots(split: &RamSplit) -> Vec<(u32, u64, u64)> {
 
 /// What fw_cfg tells the firmware about this machine.
 pub struct FwCfgFacts<'a> {
+    /// The ACPI tables' files (`etc/acpi/*`, `etc/table-loader`), by name.
+    pub acpi_files: Vec<(&'static str, Vec<u8>)>,
     pub split: &'a RamSplit,
     /// The memory map's RAM entries and reservations QEMU puts in `etc/e820`.
     pub e820: Vec<E820Entry>,
@@ -349,6 +351,9 @@ pub fn fw_cfg_items(facts: &FwCfgFacts) -> FwCfgBuilder {
         .map(|e| (e.addr, e.size, e.kind))
         .collect();
     builder.add_file("etc/e820", fw_cfg::e820_file(&entries));
+    for (name, data) in &facts.acpi_files {
+        builder.add_file(name, data.clone());
+    }
     // With FW_CFG_NOGRAPHIC set SeaBIOS uses COM1 as its console by itself (QEMU adds no
     // `etc/sercon-port`).
     builder

@@ -7,9 +7,12 @@
 //! - [`channel`]: one channel's task file registers, command execution and data phases.
 //! - [`bmdma`]: the bus-master registers and the PRD walk.
 //! - [`identify`] and [`geometry`]: what IDENTIFY DEVICE reports, as QEMU computes it.
-//! - [`packet`]: what the channel needs from an ATAPI device model.
+//! - [`packet`]: what the channel needs from an ATAPI device model; [`atapi`] is the
+//!   CD-ROM model (`-cdrom`, `media=cdrom`, `ide-cd`).
 //! - [`cmos`]: what the board tells the BIOS about the disks.
 
+pub mod atapi;
+mod atapi_device;
 pub mod bmdma;
 pub mod channel;
 pub mod cmos;

@@ -9,7 +9,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::channel::*;
 use super::identify;
-use super::packet::{PacketDevice, PacketResult, PacketSense};
+use super::packet::{PacketDevice, PacketMode, PacketResult, PacketSense};
 use crate::block::drive::{Drive, DriveKind, DriveSlot, DriveSpec};
 use crate::block::options::OpenOptions;
 use crate::hw::irq::InterruptLine;
@@ -663,10 +663,14 @@ impl PacketDevice for FakeCd {
         w
     }
 
-    fn execute(&mut self, cdb: &[u8; 12]) -> PacketResult {
+    fn execute(&mut self, cdb: &[u8; 12], mode: PacketMode) -> PacketResult {
+        if !mode.dma && mode.byte_count_limit == 0 && cdb[0] != 0x00 {
+            return PacketResult::AtaAbort;
+        }
         match cdb[0] {
             0x00 => PacketResult::Done,
             0x12 => PacketResult::DataIn((0..cdb[4]).collect()),
+            0xfe => PacketResult::UnitAttention,
             0x28 => PacketResult::ReadBlocks {
                 lba: u32::from_be_bytes(cdb[2..6].try_into().unwrap()),
                 count: u32::from(u16::from_be_bytes([cdb[7], cdb[8]])),
@@ -679,7 +683,13 @@ impl PacketDevice for FakeCd {
         }
     }
 
-    fn read_blocks(&self, lba: u32, count: u32, buf: &mut [u8]) -> Result<(), PacketSense> {
+    fn read_blocks(
+        &self,
+        lba: u32,
+        count: u32,
+        buf: &mut [u8],
+        _account: bool,
+    ) -> Result<(), PacketSense> {
         if lba + count > 100 {
             return Err(PacketSense {
                 key: 5,
@@ -692,6 +702,8 @@ impl PacketDevice for FakeCd {
         }
         Ok(())
     }
+
+    fn account_read(&self, _offset: u64, _bytes: u64, _start: std::time::Instant, _ok: bool) {}
 
     fn reset(&mut self) {
         self.resets.fetch_add(1, Ordering::SeqCst);
@@ -799,6 +811,10 @@ fn packet_errors_report_the_sense_key() {
     rig.packet([0x28, 0, 0, 0, 0, 99, 0, 0, 2, 0, 0, 0], 0xffff, false);
     assert_eq!((rig.inb(7), rig.inb(1)), (0x41, 0x50), "read past the end");
     rig.packet([0x12, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0], 0, false);
+    assert!(
+        !rig.irq_high(),
+        "the abort of a zero byte count limit is silent"
+    );
     assert_eq!(
         (rig.inb(7), rig.inb(1)),
         (0x41, ERROR_ABRT),
@@ -828,4 +844,62 @@ fn string_io_arrives_as_one_buffer() {
     rig.lba28(0x20, 3, 1);
     rig.channel.read_command_block(0, &mut dword);
     assert_eq!(dword.to_vec(), expected_sector(3)[..4].to_vec());
+}
+
+/// Random register traffic, PRD tables and packets: the device never panics and keeps
+/// answering.
+#[test]
+fn random_guest_traffic_never_panics() {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    const COMMANDS: &[u8] = &[
+        0x06, 0x08, 0x10, 0x20, 0x24, 0x25, 0x29, 0x30, 0x34, 0x35, 0x39, 0x40, 0x42, 0x70, 0x90,
+        0x91, 0xa0, 0xa1, 0xc4, 0xc5, 0xc6, 0xc8, 0xca, 0xe5, 0xe7, 0xea, 0xec, 0xef, 0xf8, 0x27,
+        0x55,
+    ];
+    let (cd, _) = cd_rig();
+    for rig in [Rig::disk(64), cd] {
+        for _ in 0..50_000 {
+            let r = next();
+            let value = (r >> 8) as u8;
+            match r % 11 {
+                0 => rig.outb(7, COMMANDS[(r >> 16) as usize % COMMANDS.len()]),
+                1 => rig.outb(1 + (r >> 16) as u16 % 6, value),
+                2 => {
+                    rig.inb((r >> 16) as u16 % 8);
+                }
+                3 => {
+                    rig.inw();
+                }
+                4 => rig.outw(value as u16),
+                5 => rig.channel.write_control(&[value & 0x86]),
+                6 => rig.bm_write(0, value & 0x09),
+                7 => rig.bm_write(2, value),
+                8 => {
+                    let table = (next() as u32) & 0x00ff_fff8;
+                    let entries: Vec<(u32, u32)> = (0..(r >> 20) % 4)
+                        .map(|_| (next() as u32 & 0x01ff_ffff, next() as u32))
+                        .collect();
+                    if u64::from(table) + 32 < RAM {
+                        rig.set_prd_table(table, &entries);
+                    } else {
+                        rig.channel.write_bus_master(4, &table.to_le_bytes());
+                    }
+                }
+                9 => {
+                    let mut words = [0u8; 12];
+                    rig.channel.read_command_block(0, &mut words);
+                }
+                _ => rig.channel.write_command_block(0, &[value; 12]),
+            }
+        }
+        // Still a working device after a reset.
+        rig.channel.reset();
+        assert_eq!(rig.alt_status() & STATUS_BSY, 0);
+    }
 }

@@ -92,15 +92,19 @@ nl:
     .byte 0x55, 0xaa
 
 # ---- sector 1 on ----
-# The 8259's view of IRQ 14 (level mode, masked): 1 while the line is asserted.
+# The 8259's view of the channel's IRQ (14 or 15, level mode, masked): 1 while the line is
+# asserted.
 irq:
     push %dx
+    push %cx
     mov $0xa0, %dx
     mov $0x0a, %al
     out %al, %dx
     in %dx, %al
-    shr $6, %al
+    mov irqshift, %cl
+    shr %cl, %al
     and $1, %al
+    pop %cx
     pop %dx
     ret
 
@@ -110,8 +114,8 @@ wait_bsy:
     push %cx
     push %dx
     push %bx
-    mov $0x3f6, %dx
-    mov $64, %bx
+    mov ctlport, %dx
+    mov $256, %bx               # QEMU finishes I/O asynchronously: allow it time
 1:  mov $0xffff, %cx
 2:  in %dx, %al
     test $0x80, %al
@@ -137,17 +141,20 @@ report:
     call nib
     mov $s_st, %si
     call puts
-    mov $0x3f6, %dx
+    mov ctlport, %dx
     in %dx, %al
     call hexb
-    mov $0x1f1, %dx
+    mov iobase, %dx
+    inc %dx
+    push %cx
+    mov $6, %cx
 1:  mov $' ', %al
     call putc
     in %dx, %al
     call hexb
     inc %dx
-    cmp $0x1f7, %dx
-    jne 1b
+    loop 1b
+    pop %cx
     in %dx, %al                 # acknowledge
     mov $s_ack, %si
     call puts
@@ -165,7 +172,7 @@ rdsum:
     push %dx
     push %di
     push %si
-    mov $0x1f0, %dx
+    mov iobase, %dx
     mov $BUF, %di
     push %cx
     rep insw
@@ -280,7 +287,8 @@ taskfile:
 # Writes al to the command register.
 command:
     push %dx
-    mov $0x1f7, %dx
+    mov iobase, %dx
+    add $7, %dx
     out %al, %dx
     pop %dx
     ret
@@ -297,7 +305,13 @@ dma_run:
     push %cx
     push %dx
     push %bx
-    mov bmbase, %dx
+    mov bmchan, %dx
+    push %ax
+    add $2, %dx
+    mov $0x66, %al              # PIO interrupts set the interrupt bit too: clear it first
+    out %al, %dx
+    sub $2, %dx
+    pop %ax
     out %al, %dx
     add $2, %dx
     mov $64, %bx
@@ -313,7 +327,7 @@ dma_run:
 3:  mov $s_bm, %si
     call puts
     call hexb
-    mov bmbase, %dx
+    mov bmchan, %dx
     xor %al, %al
     out %al, %dx
     call report
@@ -331,6 +345,36 @@ prd:
     mov %eax, (%di)
     mov %ecx, 4(%di)
     add $8, %di
+    ret
+
+# PACKET with the 12-byte command at si, byte count limit bx, features al (1: DMA): reports
+# the device asking for the packet, then sends it (rep outsw).
+packet:
+    push %ax
+    push %cx
+    push %dx
+    push %si
+    mov iobase, %dx
+    inc %dx
+    out %al, %dx
+    add $3, %dx
+    mov %bl, %al
+    out %al, %dx
+    inc %dx
+    mov %bh, %al
+    out %al, %dx
+    mov $0xa0, %al
+    call command
+    call report
+    pop %si
+    push %si
+    mov iobase, %dx
+    mov $6, %cx
+    rep outsw
+    pop %si
+    pop %dx
+    pop %cx
+    pop %ax
     ret
 
 main:
@@ -599,6 +643,7 @@ main:
     in %dx, %eax
     and $0xfffc, %ax
     mov %ax, bmbase
+    mov %ax, bmchan
     mov $0xcf8, %dx
     mov $0x80000904, %eax
     out %eax, %dx
@@ -769,6 +814,145 @@ main:
     mov %ax, %es
     call nl
 
+
+    # ---- ATAPI: the CD-ROM at the secondary master ----
+    movw $0x170, iobase
+    movw $0x376, ctlport
+    movb $7, irqshift
+    mov bmbase, %ax
+    add $8, %ax
+    mov %ax, bmchan
+    mov $0x4d1, %dx             # IRQ 15 level triggered and masked too
+    in %dx, %al
+    or $0x80, %al
+    out %al, %dx
+    mov $0xa1, %dx
+    in %dx, %al
+    or $0x80, %al
+    out %al, %dx
+    mov $0x376, %dx
+    mov $0x08, %al
+    out %al, %dx
+    mov bmchan, %dx
+    add $2, %dx
+    mov $0x66, %al
+    out %al, %dx
+    add $2, %dx
+    mov $PRD, %eax
+    out %eax, %dx
+
+    # IDENTIFY DEVICE is refused with the signature; IDENTIFY PACKET DEVICE answers.
+    mov $s_cdid, %si
+    call step
+    mov $0x176, %dx
+    mov $0xa0, %al
+    out %al, %dx
+    mov $0xec, %al
+    call command
+    call report
+    mov $0xa1, %al
+    call command
+    call report
+    mov $256, %cx
+    call rdsum
+    call report
+    call nl
+
+    mov $s_tur, %si             # TEST UNIT READY
+    call step
+    mov $cdb_tur, %si
+    mov $0xffff, %bx
+    xor %al, %al
+    call packet
+    call report
+    call nl
+
+    mov $s_inq, %si             # INQUIRY, 36 bytes
+    call step
+    mov $cdb_inquiry, %si
+    mov $0xffff, %bx
+    xor %al, %al
+    call packet
+    call report
+    mov $18, %cx
+    call rdsum
+    call report
+    call nl
+
+    mov $s_cap, %si             # READ CAPACITY
+    call step
+    mov $cdb_capacity, %si
+    mov $0xffff, %bx
+    xor %al, %al
+    call packet
+    call report
+    mov $4, %cx
+    call rdsum
+    call report
+    call nl
+
+    # READ(10) of blocks 2-3 with a byte count limit of 3000: blocks of 3000 and 1096.
+    mov $s_r10, %si
+    call step
+    mov $cdb_read2, %si
+    mov $3000, %bx
+    xor %al, %al
+    call packet
+    call report
+    mov $1500, %cx
+    call rdsum
+    call report
+    mov $548, %cx
+    call rdsum
+    call report
+    call nl
+
+    mov $s_bcl0, %si            # the same with a zero byte count limit
+    call step
+    mov $cdb_read2, %si
+    xor %bx, %bx
+    xor %al, %al
+    call packet
+    call report
+    call nl
+
+    mov $s_cdma, %si            # READ(10) of block 5 by DMA
+    call step
+    mov $PRD, %di
+    mov $0x20000, %eax
+    mov $0x80000800, %ecx
+    call prd
+    mov $cdb_read5, %si
+    xor %bx, %bx
+    mov $1, %al
+    call packet                 # (BSY and DRQ now, until the bus master runs)
+    mov $0x09, %al
+    call dma_run
+    mov $DMA0, %ax
+    mov %ax, %es
+    mov $1024, %cx
+    call sum_seg
+    xor %ax, %ax
+    mov %ax, %es
+    call nl
+
+    mov $s_cerr, %si            # READ(10) past the end, then REQUEST SENSE
+    call step
+    mov $cdb_read_end, %si
+    mov $0xffff, %bx
+    xor %al, %al
+    call packet
+    call report
+    mov $cdb_sense, %si
+    mov $0xffff, %bx
+    xor %al, %al
+    call packet
+    call report
+    mov $9, %cx
+    call rdsum
+    call report
+    call nl
+
     # What the board put in CMOS about the disks: types, the primary master's parameters,
     # the BIOS translations.
     mov $s_cmos, %si
@@ -802,6 +986,25 @@ main:
     hlt
 
 bmbase: .word 0
+cdb_tur:      .byte 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+cdb_inquiry:  .byte 0x12, 0, 0, 0, 36, 0, 0, 0, 0, 0, 0, 0
+cdb_capacity: .byte 0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+cdb_read2:    .byte 0x28, 0, 0, 0, 0, 2, 0, 0, 2, 0, 0, 0
+cdb_read5:    .byte 0x28, 0, 0, 0, 0, 5, 0, 0, 1, 0, 0, 0
+cdb_read_end: .byte 0x28, 0, 0, 0, 0x03, 0xe8, 0, 0, 1, 0, 0, 0
+cdb_sense:    .byte 0x03, 0, 0, 0, 18, 0, 0, 0, 0, 0, 0, 0
+s_cdid:     .asciz "cd-identify:"
+s_tur:      .asciz "cd-tur:"
+s_inq:      .asciz "cd-inquiry:"
+s_cap:      .asciz "cd-capacity:"
+s_r10:      .asciz "cd-read:"
+s_bcl0:     .asciz "cd-bcl0:"
+s_cdma:     .asciz "cd-dma:"
+s_cerr:     .asciz "cd-errors:"
+bmchan: .word 0                 # the bus-master registers of the channel under test
+iobase: .word 0x1f0
+ctlport: .word 0x3f6
+irqshift: .byte 6
 cmos_bytes: .byte 0x12, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f, 0x20, 0x21, 0x22, 0x23, 0x39, 0
 s_cmos:     .asciz "cmos: "
 s_irq:      .asciz " i="

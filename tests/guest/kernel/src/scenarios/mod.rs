@@ -4,10 +4,12 @@ use crate::start_info::StartInfo;
 
 mod ide;
 mod memory;
+mod powerbutton;
 mod reset;
 mod rtc;
 mod serial_echo;
 mod smp;
+mod suspend_disk;
 mod timer;
 
 pub type Scenario = fn(&StartInfo);
@@ -19,6 +21,8 @@ const ALL: &[(&str, Scenario)] = &[
     ("timer", timer::run),
     ("reset", reset::run),
     ("rtc", rtc::run),
+    ("powerbutton", powerbutton::run),
+    ("suspend-disk", suspend_disk::run),
     ("ide-probe", ide::run_probe),
     ("ide-pio", ide::run_pio),
     ("ide-dma", ide::run_dma),
@@ -35,6 +39,8 @@ pub const NAMES: &[&str] = &[
     "timer",
     "reset",
     "rtc",
+    "powerbutton",
+    "suspend-disk",
     "ide-probe",
     "ide-pio",
     "ide-dma",
