@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages vmscope's tests need: QEMU 7.2 (the reference the tests
-# compare against), SeaBIOS, socat, telnet, acpica-tools and a Debian kernel image for the
-# bzImage loader test; and QEMU's Python QMP library from PyPI. Idempotent: does nothing when everything is present.
+# compare against), SeaBIOS, socat, telnet, acpica-tools, binutils (GNU as/ld for the test boot
+# programs) and a Debian kernel image for the bzImage loader test; and QEMU's Python QMP library from PyPI. Idempotent: does nothing when everything is present.
 #
 # qemu-system-x86 and qemu-utils are pinned to the same bookworm version and installed
 # together: some machine images ship a newer qemu-utils from backports, and installing
@@ -15,6 +15,7 @@ packages_present() {
         [ -e /usr/share/seabios/bios-256k.bin ] &&
         command -v socat >/dev/null && command -v telnet >/dev/null &&
         command -v iasl >/dev/null &&
+        command -v as >/dev/null && command -v ld >/dev/null &&
         compgen -G '/boot/vmlinuz-*' >/dev/null
 }
 
@@ -43,5 +44,5 @@ case "$qemu_version" in
 esac
 apt-get install -y -qq --allow-downgrades \
     "qemu-system-x86=$qemu_version" "qemu-utils=$qemu_version" \
-    seabios socat telnet acpica-tools linux-image-amd64 >/dev/null
+    seabios socat telnet acpica-tools binutils linux-image-amd64 >/dev/null
 packages_present || { echo "setup-debian.sh: packages still missing after install" >&2; exit 1; }

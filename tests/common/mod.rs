@@ -4,7 +4,9 @@
 //! Each test binary compiles this module on its own and uses a subset of it.
 #![allow(dead_code)]
 
+pub mod boot_disk;
 pub mod guest_kernel;
+pub mod iso9660;
 pub mod kvm;
 pub mod machine_run;
 pub mod qemu;

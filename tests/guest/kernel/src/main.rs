@@ -7,12 +7,14 @@
 #![no_main]
 
 mod acpi;
+mod ata;
 mod boot;
 mod console;
 mod interrupts;
 mod ioapic;
 mod lapic;
 mod mem;
+mod pci;
 mod phys;
 mod pic;
 mod pit;

@@ -33,3 +33,37 @@ pub fn inw(port: u16) -> u16 {
     }
     value
 }
+
+pub fn outl(port: u16, value: u32) {
+    // SAFETY: as in `outb`.
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
+    }
+}
+
+pub fn inl(port: u16) -> u32 {
+    let value: u32;
+    // SAFETY: as in `outb`.
+    unsafe {
+        asm!("in eax, dx", out("eax") value, in("dx") port, options(nomem, nostack, preserves_flags))
+    }
+    value
+}
+
+/// `rep insw`: fills `words` from a 16-bit data port (a PIO data block of a disk).
+pub fn insw(port: u16, words: &mut [u16]) {
+    // SAFETY: writes exactly `words.len()` words to the slice's own memory.
+    unsafe {
+        asm!("rep insw", in("dx") port, inout("rdi") words.as_mut_ptr() => _,
+             inout("rcx") words.len() => _, options(nostack, preserves_flags))
+    }
+}
+
+/// `rep outsw`: sends `words` to a 16-bit data port.
+pub fn outsw(port: u16, words: &[u16]) {
+    // SAFETY: reads exactly `words.len()` words from the slice.
+    unsafe {
+        asm!("rep outsw", in("dx") port, inout("rsi") words.as_ptr() => _,
+             inout("rcx") words.len() => _, options(nostack, preserves_flags, readonly))
+    }
+}

@@ -2,6 +2,7 @@
 
 use crate::start_info::StartInfo;
 
+mod ide;
 mod memory;
 mod powerbutton;
 mod reset;
@@ -22,6 +23,13 @@ const ALL: &[(&str, Scenario)] = &[
     ("rtc", rtc::run),
     ("powerbutton", powerbutton::run),
     ("suspend-disk", suspend_disk::run),
+    ("ide-probe", ide::run_probe),
+    ("ide-pio", ide::run_pio),
+    ("ide-dma", ide::run_dma),
+    ("ide-48bit", ide::run_48bit),
+    ("ide-errors", ide::run_errors),
+    ("atapi", ide::run_atapi),
+    ("ide-dma-bench", ide::run_dma_bench),
 ];
 
 pub const NAMES: &[&str] = &[
@@ -33,6 +41,13 @@ pub const NAMES: &[&str] = &[
     "rtc",
     "powerbutton",
     "suspend-disk",
+    "ide-probe",
+    "ide-pio",
+    "ide-dma",
+    "ide-48bit",
+    "ide-errors",
+    "atapi",
+    "ide-dma-bench",
 ];
 
 pub fn find(name: &[u8]) -> Option<Scenario> {
