@@ -46,8 +46,10 @@ const ACPI_DISABLE: u8 = 0xf0;
 /// What the tables describe.
 pub struct AcpiFacts<'a> {
     pub split: &'a RamSplit,
-    /// The APIC id of each present vCPU, in vCPU order (the processor uid).
+    /// The APIC id of each possible vCPU (up to `-smp maxcpus`), in vCPU order (the
+    /// processor uid); the first `present` exist.
     pub apic_ids: &'a [u32],
+    pub present: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +86,7 @@ impl AcpiTables {
             &dsdt::build(&dsdt::DsdtFacts {
                 split: facts.split,
                 apic_ids: facts.apic_ids,
+                present: facts.present,
             }),
             1,
         );
@@ -102,7 +105,7 @@ impl AcpiTables {
         blob.pointer(fadt + tables::FADT_FACS_FIELD, facs);
         blob.pointer(fadt + tables::FADT_DSDT_FIELD, dsdt);
         blob.checksum(fadt);
-        let madt = blob.append(&tables::madt(facts.apic_ids), 1);
+        let madt = blob.append(&tables::madt(facts.apic_ids, facts.present), 1);
         blob.checksum(madt);
         let waet = blob.append(&tables::waet(), 1);
         blob.checksum(waet);
