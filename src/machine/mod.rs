@@ -314,6 +314,9 @@ impl Machine {
                 });
             }
         }));
+        pm_block
+            .start_overflow_timer()
+            .map_err(MachineError::Thread)?;
         let s4_events = event_sink.clone();
         pm_block.connect_suspend_to_disk(Box::new(move || {
             s4_events.send(MachineEvent::SuspendToDisk)
