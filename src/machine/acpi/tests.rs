@@ -220,6 +220,23 @@ fn x2apic_ids_get_x2apic_structures_and_processor_devices() {
 }
 
 #[test]
+fn direct_boot_puts_the_tables_where_seabios_does() {
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 128 << 20)]).unwrap();
+    let split = facts_split(128 << 20);
+    let tables = AcpiTables::build(&AcpiFacts {
+        split: &split,
+        apic_ids: &[0],
+        present: 1,
+    });
+    let rsdp = tables.write_to(&mem).unwrap();
+    let found = walk_memory(&mem, rsdp);
+    let at = |sig: &[u8]| found.iter().find(|(_, t)| &t[..4] == sig).unwrap().0;
+    // As on QEMU 7.2 with -m 128: FACS and DSDT at the start of the reserved top 128 KiB.
+    assert_eq!(at(b"FACS"), 0x7fe_0000);
+    assert_eq!(at(b"DSDT"), 0x7fe_0040);
+}
+
+#[test]
 fn direct_boot_writes_the_linked_tables_below_1_mib() {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
     let split = facts_split(1 << 20);
@@ -268,7 +285,8 @@ fn iasl_disassembles_every_table() {
             present,
         });
         // Direct boot: the tables as written into guest memory, found from the RSDP there.
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let mem =
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(0), split.below_4g as usize)]).unwrap();
         let rsdp = tables.write_to(&mem).unwrap();
         let direct = walk_memory(&mem, rsdp);
         // Firmware boot: as SeaBIOS links them.
