@@ -3,6 +3,7 @@
 use crate::start_info::StartInfo;
 
 mod memory;
+mod pm_timer;
 mod powerbutton;
 mod reset;
 mod serial_echo;
@@ -20,6 +21,7 @@ const ALL: &[(&str, Scenario)] = &[
     ("reset", reset::run),
     ("powerbutton", powerbutton::run),
     ("suspend-disk", suspend_disk::run),
+    ("pm-timer", pm_timer::run),
 ];
 
 pub const NAMES: &[&str] = &[
@@ -30,6 +32,7 @@ pub const NAMES: &[&str] = &[
     "reset",
     "powerbutton",
     "suspend-disk",
+    "pm-timer",
 ];
 
 pub fn find(name: &[u8]) -> Option<Scenario> {
