@@ -1,7 +1,7 @@
 //! The DSDT, modelled on the one QEMU 7.2 builds for `pc` (hw/i386/acpi-build.c), limited to
 //! the devices vmscope has: the PCI root bridge with its resource windows and interrupt
 //! routing through the PIIX3 link devices, the ISA devices behind the PIIX3, the processors,
-//! the GPE0 block, fw_cfg and the `\_S5` soft-off state.
+//! the GPE0 block, fw_cfg, and the `\_S4` (suspend to disk) and `\_S5` (soft-off) states.
 //!
 //! Left out because vmscope has no such device or feature: PCI and CPU hotplug, the HPET,
 //! floppy, parallel port, PS/2 mouse, VGA, the 0x402 debug method, and `\_S3` (suspend to
