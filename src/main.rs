@@ -3,13 +3,16 @@
 
 use std::sync::{Arc, OnceLock};
 
+use vmscope::block::drive::{Drive, DriveSet};
 use vmscope::chardev::{ChardevFrontend, ChardevWriter, Chardevs, Interest, LoopHandle, MainLoop};
 use vmscope::cli::{self, CliOutcome};
 use vmscope::config::SmpConfig;
-use vmscope::config::{Accelerator, Config, MonitorMode};
+use vmscope::config::{Accelerator, Config, DriveConfig, MonitorMode};
 use vmscope::hw::serial::SerialPort;
 use vmscope::machine::{GuestNotice, Machine, Next};
-use vmscope::monitor::{Hmp, MonitorCommands, Qmp, RunState, SystemReset, VcpuInfo, VmControl};
+use vmscope::monitor::{
+    Hmp, MonitorCommands, Qmp, RunState, SystemReset, VcpuInfo, VcpuRegisters, VmControl,
+};
 use vmscope::process::{daemonize, set_process_name, PidFile};
 
 /// COM1 as a chardev front end. The UART is created with the machine, after the chardev
@@ -77,6 +80,11 @@ impl VmControl for MachineControl {
         self.machine().reset_machine().map_err(|e| e.to_string())?;
         Ok(SystemReset::Reset)
     }
+    fn cpu_registers(&self, index: u32) -> Result<VcpuRegisters, String> {
+        self.machine()
+            .vcpu_registers(index)
+            .map_err(|e| e.to_string())
+    }
     fn system_powerdown(&self) -> Result<(), String> {
         self.machine().press_power_button();
         Ok(())
@@ -104,6 +112,22 @@ impl VmControl for MachineControl {
 fn fail(message: impl std::fmt::Display) -> ! {
     eprintln!("{}: {message}", vmscope::program_name());
     std::process::exit(1);
+}
+
+/// Opens every drive (and its backing chain) as QEMU's `drive_new` does before the machine
+/// exists; a failure ends the process with QEMU's message, prefixed by the option.
+fn open_drives(drives: &[DriveConfig]) -> DriveSet {
+    let opened = drives
+        .iter()
+        .map(|drive| match Drive::open(drive.spec.clone()) {
+            Ok(opened) => Arc::new(opened),
+            Err(e) => match &drive.origin {
+                Some(origin) => fail(format_args!("{origin}: {e}")),
+                None => fail(e),
+            },
+        })
+        .collect();
+    DriveSet::new(opened)
 }
 
 fn main() {
@@ -151,14 +175,19 @@ fn run(config: Config) -> i32 {
         .unwrap_or_else(|e| fail(e));
     let mut chardevs = Chardevs::open(&config.chardevs, &main_loop).unwrap_or_else(|e| fail(e));
 
+    let drives = Arc::new(open_drives(&config.drives));
     let control = Arc::new(MachineControl {
         machine: OnceLock::new(),
         main_loop: main_loop.handle(),
         smp: config.smp,
         no_reboot: config.no_reboot,
     });
-    let commands =
-        Arc::new(MonitorCommands::new(control.clone()).with_vm_name(config.name.clone()));
+    let commands = Arc::new(
+        MonitorCommands::new(control.clone())
+            .with_vm_name(config.name.clone())
+            .with_drives(drives.clone())
+            .with_chardevs(chardevs.info_source()),
+    );
     let _ = signal_commands.set(commands.clone());
     for monitor in &config.monitors {
         if monitor.mode == MonitorMode::Control {
@@ -204,8 +233,14 @@ fn run(config: Config) -> i32 {
             Box::new(writer) as Box<dyn std::io::Write + Send>
         })
         .collect();
-    let mut machine = Machine::with_debugcons(&config, serial_output, rx_space, debugcon_outputs)
-        .unwrap_or_else(|e| fail(e));
+    let mut machine = Machine::with_debugcons(
+        &config,
+        serial_output,
+        rx_space,
+        debugcon_outputs,
+        drives.clone(),
+    )
+    .unwrap_or_else(|e| fail(e));
     let _ = serial_frontend.0.set(machine.serial());
     machine
         .start(config.start_paused)

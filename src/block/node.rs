@@ -200,6 +200,11 @@ pub struct BlockNode {
     /// Warnings from opening (e.g. a corrupt image opened read-only).
     warnings: Vec<String>,
     detect_zeroes: super::options::DetectZeroes,
+    /// Guest writes hold it shared for their whole duration; chain changes (snapshot
+    /// pivots, the end of stream and commit jobs) hold it exclusively, so a write in flight
+    /// always lands in the layer that was on top when it started and is flushed before
+    /// the chain changes.
+    io_gate: RwLock<()>,
 }
 
 fn read_ranges(layers: &[Arc<Layer>], from: usize, off: u64, buf: &mut [u8]) -> BlockResult<()> {
@@ -251,6 +256,7 @@ impl BlockNode {
             metadata_cache,
             warnings,
             detect_zeroes: super::options::DetectZeroes::Off,
+            io_gate: RwLock::new(()),
         }
     }
 
@@ -258,6 +264,16 @@ impl BlockNode {
     /// deallocation for `unmap`).
     pub fn set_detect_zeroes(&mut self, mode: super::options::DetectZeroes) {
         self.detect_zeroes = mode;
+    }
+
+    /// Held shared by a guest write for its whole duration (see `io_gate`).
+    fn io_gate(&self) -> RwLockReadGuard<'_, ()> {
+        self.io_gate.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Held while the chain changes: no guest write is in flight meanwhile.
+    pub fn io_gate_exclusive(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.io_gate.write().unwrap_or_else(|p| p.into_inner())
     }
 
     fn layers(&self) -> RwLockReadGuard<'_, Vec<Arc<Layer>>> {
@@ -351,12 +367,13 @@ impl BlockNode {
     /// Writes `buf` at `off` into the active image.
     pub fn write_at(&self, off: u64, buf: &[u8]) -> BlockResult<()> {
         self.check_range(off, buf.len() as u64)?;
+        let _in_flight = self.io_gate();
         if self.detect_zeroes != super::options::DetectZeroes::Off
             && !buf.is_empty()
             && buf.iter().all(|&b| b == 0)
         {
             let unmap = self.detect_zeroes == super::options::DetectZeroes::Unmap;
-            return self.write_zeroes(off, buf.len() as u64, unmap);
+            return self.write_zeroes_gated(off, buf.len() as u64, unmap);
         }
         let top = self.writable_top()?;
         match &top.driver {
@@ -386,6 +403,7 @@ impl BlockNode {
 
     /// Writes a cluster compressed (qcow2 only; `qemu-img convert -c`).
     pub fn write_compressed(&self, off: u64, buf: &[u8]) -> BlockResult<()> {
+        let _in_flight = self.io_gate();
         let top = self.writable_top()?;
         match &top.driver {
             ImageDriver::Qcow2(q) => q.write_compressed(off, buf),
@@ -397,6 +415,12 @@ impl BlockNode {
 
     /// Makes `[off, off+len)` read as zeros; `unmap` allows deallocation.
     pub fn write_zeroes(&self, off: u64, len: u64, unmap: bool) -> BlockResult<()> {
+        let _in_flight = self.io_gate();
+        self.write_zeroes_gated(off, len, unmap)
+    }
+
+    /// [`Self::write_zeroes`] with the I/O gate already held.
+    fn write_zeroes_gated(&self, off: u64, len: u64, unmap: bool) -> BlockResult<()> {
         self.check_range(off, len)?;
         let top = self.writable_top()?;
         match &top.driver {
@@ -412,6 +436,7 @@ impl BlockNode {
     /// Discards `[off, off+len)` (advisory: partial clusters are kept).
     pub fn discard(&self, off: u64, len: u64) -> BlockResult<()> {
         self.check_range(off, len)?;
+        let _in_flight = self.io_gate();
         let top = self.writable_top()?;
         match &top.driver {
             ImageDriver::Raw(r) => r.discard(off, len)?,
@@ -546,6 +571,7 @@ impl BlockNode {
     /// Puts a freshly opened overlay (whose backing is the current active image) on top:
     /// the pivot of `snapshot_blkdev` / `blockdev-snapshot-sync`. Flushes the old top first.
     pub fn push_overlay(&self, overlay: Layer) -> BlockResult<()> {
+        let _no_io = self.io_gate_exclusive();
         self.flush()?;
         let mut g = self.layers.write().unwrap_or_else(|p| p.into_inner());
         g.insert(0, Arc::new(overlay));
@@ -632,6 +658,7 @@ impl BlockNode {
     /// Removes layers `1..until` from the chain (after `block-stream` copied their data
     /// into the active image and rewrote its backing fields).
     pub fn drop_intermediate_layers(&self, until: usize) -> BlockResult<()> {
+        let _no_io = self.io_gate_exclusive();
         let mut g = self.layers.write().unwrap_or_else(|p| p.into_inner());
         if until > g.len() || until < 1 {
             return Err(BlockError::InvalidOption(
@@ -639,6 +666,160 @@ impl BlockNode {
             ));
         }
         g.drain(1..until);
+        Ok(())
+    }
+
+    /// Reopens layer `depth` read-write in place, keeping its node name (a commit job
+    /// writes into a backing image, which the chain opened read-only). A no-op when the
+    /// layer is writable already.
+    pub fn reopen_layer_read_write(&self, depth: usize) -> BlockResult<()> {
+        let old = self
+            .layers()
+            .get(depth)
+            .cloned()
+            .ok_or_else(|| BlockError::InvalidOption("no such layer".into()))?;
+        if !old.is_read_only() {
+            return Ok(());
+        }
+        old.flush()?;
+        let opts = super::options::OpenOptions {
+            cache: self.cache,
+            no_backing: true,
+            ..Default::default()
+        };
+        let mut warnings = Vec::new();
+        let (mut layer, _) = super::open::open_layer(
+            &old.filename,
+            Some(old.format()),
+            false,
+            &opts,
+            &self.metadata_cache,
+            &super::options::Qcow2CacheOptions::default(),
+            &mut warnings,
+        )?;
+        layer.node_name = old.node_name.clone();
+        layer.backing_name = old.backing_name.clone();
+        layer.backing_format = old.backing_format.clone();
+        let _no_io = self.io_gate_exclusive();
+        let mut g = self.layers.write().unwrap_or_else(|p| p.into_inner());
+        g[depth] = Arc::new(layer);
+        Ok(())
+    }
+
+    /// Whether layers `from..to` allocate the start of `[off, off+max)`, and for how long
+    /// that answer holds (`to` is exclusive; layers past their virtual size are skipped).
+    pub fn allocated_in_layers(
+        &self,
+        from: usize,
+        to: usize,
+        off: u64,
+        max: u64,
+    ) -> BlockResult<(bool, u64)> {
+        let layers = self.layers();
+        let mut limit = max;
+        for layer in layers.iter().take(to).skip(from) {
+            let lsize = layer.virtual_size()?;
+            if off >= lsize {
+                continue;
+            }
+            let e = layer.map(off, limit.min(lsize - off))?;
+            if e.mapping != LayerMapping::Unallocated {
+                return Ok((true, e.len.min(limit)));
+            }
+            limit = limit.min(e.len);
+        }
+        Ok((false, limit))
+    }
+
+    /// One step of a commit: copies `[off, off+len)` as layers `top..` show it into layer
+    /// `base` (already reopened read-write). The caller decides which ranges need it.
+    pub fn commit_range(&self, top: usize, base: usize, off: u64, len: u64) -> BlockResult<()> {
+        let layers = self.chain();
+        let target = layers
+            .get(base)
+            .ok_or_else(|| BlockError::InvalidOption("no such base layer".into()))?
+            .clone();
+        let size = target.virtual_size()?;
+        let end = (off + len).min(size);
+        if off >= end {
+            return Ok(());
+        }
+        let mut buf = vec![0u8; (end - off) as usize];
+        read_ranges(&layers, top, off, &mut buf)?;
+        match &target.driver {
+            ImageDriver::Raw(r) => r.write(off, &buf),
+            ImageDriver::Qcow2(q) => {
+                let below = |o: u64, b: &mut [u8]| read_ranges(&layers, base + 1, o, b);
+                q.write(off, &buf, &below)
+            }
+        }
+    }
+
+    /// Flushes layer `depth` (a commit target) to disk.
+    pub fn flush_layer(&self, depth: usize) -> BlockResult<()> {
+        match self.layers().get(depth) {
+            Some(layer) => layer.flush(),
+            None => Err(BlockError::InvalidOption("no such layer".into())),
+        }
+    }
+
+    /// Empties the active image (qcow2) so its backing shows through: the end of HMP
+    /// `commit`, after the data is safely in the backing image.
+    pub fn make_top_empty(&self) -> BlockResult<()> {
+        let top = self.writable_top()?;
+        match top.qcow2() {
+            Some(q) => q.make_empty(),
+            None => Err(BlockError::Unsupported(
+                "Image format 'raw' cannot be emptied after a commit".into(),
+            )),
+        }
+    }
+
+    /// The end of a commit of layers `top..base` into `base` (`top >= 1`): the layer above
+    /// `top` (reopened read-write when it is not the active image) names `base` as backing,
+    /// and layers `top..base` leave the chain. The data must be in `base` and flushed.
+    pub fn finish_commit(&self, top: usize, base: usize) -> BlockResult<()> {
+        if top == 0 || top >= base || base >= self.chain_len() {
+            return Err(BlockError::InvalidOption("invalid commit range".into()));
+        }
+        {
+            self.reopen_layer_read_write(top - 1)?;
+            let layers = self.chain();
+            let above = &layers[top - 1];
+            let target = &layers[base];
+            let Some(q) = above.qcow2() else {
+                return Err(BlockError::Unsupported(
+                    "commit needs a qcow2 image above the committed layers".into(),
+                ));
+            };
+            q.flush()?;
+            q.set_backing(
+                Some(&target.filename.to_string_lossy()),
+                Some(target.format().name()),
+            )?;
+        }
+        let _no_io = self.io_gate_exclusive();
+        let mut g = self.layers.write().unwrap_or_else(|p| p.into_inner());
+        g.drain(top..base);
+        Ok(())
+    }
+
+    /// The end of an active commit (`block-job-complete`): with guest writes held off,
+    /// `sync` copies what is still only above `base` into it, `base` is flushed, and it
+    /// becomes the active image (layers `0..base` leave the chain).
+    pub fn complete_active_commit(
+        &self,
+        base: usize,
+        sync: impl FnOnce(&BlockNode) -> BlockResult<()>,
+    ) -> BlockResult<()> {
+        if base == 0 || base >= self.chain_len() {
+            return Err(BlockError::InvalidOption("invalid commit range".into()));
+        }
+        let _no_io = self.io_gate_exclusive();
+        sync(self)?;
+        self.flush_layer(base)?;
+        let mut g = self.layers.write().unwrap_or_else(|p| p.into_inner());
+        g.drain(0..base);
         Ok(())
     }
 

@@ -7,6 +7,8 @@
 
 use std::path::PathBuf;
 
+use crate::block::drive::{DriveKind, DriveSlot, DriveSpec};
+
 use super::error::{CliError, ErrorKind, Location};
 use super::qemu_opts::{parse_bool, validate_value, OptType, Opts, OptsList, OptsStore};
 use super::Console;
@@ -699,13 +701,112 @@ impl DriveTable {
     }
 }
 
-/// What vmscope lacks to run this drive (always something until the block layer lands).
-pub fn unsupported_reason(drive: &DriveOptions) -> String {
-    match &drive.format {
-        Some(f) if !VMSCOPE_FORMATS.contains(&f.as_str()) => {
-            format!("block devices; format '{f}'")
+/// The block layer's description of a valid drive, or what vmscope lacks to run it (the
+/// text of the "not supported yet" refusal).
+pub fn to_spec(drive: &DriveOptions) -> Result<DriveSpec, String> {
+    use crate::block::{AioMode, CacheMode, DetectZeroes, OpenOptions, Qcow2CacheOptions};
+    if let Some(f) = &drive.format {
+        if !VMSCOPE_FORMATS.contains(&f.as_str()) {
+            return Err(format!("block devices; format '{f}'"));
         }
-        _ => "block devices".to_string(),
+    }
+    if drive.freezing_time_hack || drive.freezing_time_itime {
+        return Err("Freezing Time (-drive hack=on,itime=on)".into());
+    }
+    let slot = match drive.interface {
+        DriveInterface::None => DriveSlot::Unattached,
+        DriveInterface::Ide => DriveSlot::Ide {
+            bus: drive.bus,
+            unit: drive.unit,
+        },
+        other => return Err(format!("drives with if={}", other.name())),
+    };
+    if drive.file.is_none() && drive.media == DriveMedia::Disk {
+        return Err("drives without a medium (no file=)".into());
+    }
+    if drive.copy_on_read {
+        return Err("copy-on-read=on".into());
+    }
+    for (key, value) in [("werror", &drive.werror), ("rerror", &drive.rerror)] {
+        if let Some(value) = value {
+            if value != "report" {
+                return Err(format!("{key}={value}"));
+            }
+        }
+    }
+    let mut node_name = None;
+    let mut auto_read_only = false;
+    for (key, value) in &drive.other {
+        match key.as_str() {
+            "node-name" => node_name = Some(value.clone()),
+            "auto-read-only" => auto_read_only = value == "on",
+            _ => return Err(format!("-drive option '{key}'")),
+        }
+    }
+    let cache = match (
+        drive.cache_writeback,
+        drive.cache_direct,
+        drive.cache_no_flush,
+    ) {
+        (true, false, false) => CacheMode::Writeback,
+        (false, false, false) => CacheMode::Writethrough,
+        (true, true, false) => CacheMode::None,
+        (false, true, false) => CacheMode::Directsync,
+        (true, false, true) => CacheMode::Unsafe,
+        (wb, direct, no_flush) => {
+            return Err(format!(
+                "cache.writeback={} with cache.direct={} and cache.no-flush={}",
+                on_off(wb),
+                on_off(direct),
+                on_off(no_flush)
+            ))
+        }
+    };
+    let aio = match &drive.aio {
+        Some(a) => AioMode::parse(a).map_err(|e| e.to_string())?,
+        None => AioMode::Threads,
+    };
+    let discard_unmap = matches!(drive.discard.as_deref(), Some("unmap" | "on"));
+    let detect_zeroes = match &drive.detect_zeroes {
+        Some(d) => DetectZeroes::parse(d, discard_unmap).map_err(|e| e.to_string())?,
+        None => DetectZeroes::Off,
+    };
+    Ok(DriveSpec {
+        id: drive.id.clone(),
+        file: drive.file.clone(),
+        kind: match drive.media {
+            DriveMedia::Disk => DriveKind::Disk,
+            DriveMedia::Cdrom => DriveKind::Cdrom,
+        },
+        slot,
+        open: OpenOptions {
+            // A CD-ROM is read-only whatever the options say (QEMU's ide-cd).
+            read_only: drive.read_only || drive.media == DriveMedia::Cdrom,
+            auto_read_only,
+            cache,
+            aio,
+            format: drive.format.clone(),
+            node_name,
+            detect_zeroes,
+            qcow2_cache: Qcow2CacheOptions {
+                l2_cache_size: drive.l2_cache_size,
+                l2_cache_entry_size: drive.l2_cache_entry_size,
+                refcount_cache_size: drive.refcount_cache_size,
+                cache_size: drive.cache_size,
+                cache_clean_interval: drive.cache_clean_interval,
+            },
+            ..Default::default()
+        },
+        snapshot: drive.snapshot,
+        device: None,
+    })
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
     }
 }
 

@@ -79,6 +79,9 @@ impl ErrorKind {
                 Some(SIZE_HINT)
             }
             ErrorKind::Message(text) if text == "unsupported machine type" => Some(MACHINE_HINT),
+            ErrorKind::Message(text) if text == "invalid datetime format" => {
+                Some("valid formats: '2006-06-17T16:01:21' or '2006-06-17'")
+            }
             _ => None,
         }
     }
@@ -283,7 +286,8 @@ impl Location {
         self.words.is_empty()
     }
 
-    fn text(&self) -> Option<String> {
+    /// The words as QEMU prints them before a message (`-drive file=x`).
+    pub fn text(&self) -> Option<String> {
         if self.words.is_empty() {
             None
         } else {

@@ -11,6 +11,8 @@ pub mod cpuid;
 pub mod e820;
 pub mod firmware;
 pub mod gate;
+mod inspect;
+pub mod irq_routing;
 pub mod layout;
 pub mod regs;
 pub mod vcpu;
@@ -22,29 +24,38 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use kvm_bindings::{
-    kvm_irq_routing_entry, kvm_pit_config, kvm_userspace_memory_region, KvmIrqRouting,
-    KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQ_ROUTING_IRQCHIP,
-    KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+    kvm_pit_config, kvm_userspace_memory_region, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER,
+    KVM_IRQCHIP_PIC_SLAVE, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
-use kvm_ioctls::{Kvm, VmFd};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::block::drive::DriveSet;
 use crate::config::{Config, KernelBoot};
 use crate::hw::bus::PioBus;
-use crate::hw::i8042::{ResetTrigger, I8042, I8042_BASE, I8042_PORT_COUNT};
+use crate::hw::i8042::{
+    ResetTrigger, I8042, I8042_BASE, I8042_PORT_COUNT, KEYBOARD_IRQ, MOUSE_IRQ,
+};
+use crate::hw::ide::{self, channel::AttachError, PiixIde};
+use crate::hw::irq::KvmIrqLine;
+use crate::hw::mmio::MmioBus;
 use crate::hw::pc::chipset::{Chipset, ChipsetParts};
 use crate::hw::pc::debugcon::DebugCon;
 use crate::hw::pc::piix4_pm::DIRECT_BOOT_PM_BASE;
 use crate::hw::pc::rtc::{CmosFacts, Rtc, RTC_IRQ};
+use crate::hw::pc::rtc_clock::RtcTimeSource;
+use crate::hw::pci::{devfn, PciFunction};
 use crate::hw::pm::{Gpe0Block, PowerManagement, GPE0_IO_BASE, GPE0_IO_LEN};
 use crate::hw::serial::{IrqLine, RxSpace, SerialPort, COM1_BASE, COM1_IRQ, UART_PORT_COUNT};
+use crate::hw::virtual_clock::VirtualClock;
 use crate::monitor::RunState;
 use boot::BootEntry;
 use cpuid::CpuTopology;
 use e820::E820Entry;
 use firmware::{BiosRom, FirmwareError, ShadowSlots};
 use gate::VcpuGate;
+use irq_routing::GsiRouting;
 use layout::{RamSplit, KVM_IDENTITY_MAP_START, KVM_TSS_START};
 
 /// What a vCPU (or a device on a vCPU thread) asks the main loop to do.
@@ -96,6 +107,8 @@ impl EventSink {
 pub struct Shared {
     pub gate: VcpuGate,
     pub pio: PioBus,
+    /// Memory-mapped device ranges (PCI memory BARs).
+    pub mmio: MmioBus,
     pub memory: GuestMemoryMmap,
     /// Where the boot vCPU starts after power-on and every reset.
     pub boot_entry: Mutex<BootEntry>,
@@ -148,14 +161,20 @@ pub enum MachineError {
     Firmware(#[from] FirmwareError),
     #[error("{0}")]
     Chipset(#[from] crate::hw::pc::chipset::ChipsetError),
+    #[error("{0}")]
+    Ide(#[from] crate::hw::ide::piix::IdeAttachError),
     #[error("{count} isa-debugcon port(s) configured but {given} output(s) given")]
     DebugconOutputs { count: usize, given: usize },
     #[error("{0}")]
     Start(String),
     #[error("{0}")]
     CpuFeature(#[from] cpu_features::UnknownFeature),
+    #[error("{0}")]
+    Routing(#[from] irq_routing::RoutingError),
     #[error("cannot start vCPU thread: {0}")]
     Thread(#[source] std::io::Error),
+    #[error("CPU#{0} not available")]
+    NoSuchVcpu(u32),
 }
 
 /// The ACPI SCI's ISA IRQ (QEMU's PIIX4 PM is wired to GSI 9).
@@ -174,6 +193,8 @@ pub struct Machine {
     memory_registration: Mutex<Option<JoinHandle<Result<(), MachineError>>>>,
     shared: Arc<Shared>,
     vcpus: Vec<vcpu::Vcpu>,
+    /// A second handle on each vCPU, by index, for register reads by the monitor.
+    inspectors: Vec<VcpuFd>,
     threads: Vec<JoinHandle<()>>,
     /// Host thread id of each vCPU thread, by vCPU index (`query-cpus-fast`).
     vcpu_thread_ids: Vec<i64>,
@@ -197,6 +218,12 @@ pub struct Machine {
     /// Interrupt controller and PIT state right after creation, restored on reset.
     initial_irqchips: Vec<kvm_bindings::kvm_irqchip>,
     initial_pit: kvm_bindings::kvm_pit_state2,
+    /// The drives the disk controllers use.
+    drives: Arc<DriveSet>,
+    /// Reset with the machine (SeaBIOS probes it again at every boot).
+    i8042: Arc<I8042>,
+    /// KVM's interrupt routes, where MSI-X vectors get theirs.
+    irq_routing: Arc<GsiRouting>,
 }
 
 impl Machine {
@@ -208,15 +235,23 @@ impl Machine {
         serial_output: Box<dyn Write + Send>,
         serial_rx_space: Box<dyn Fn() + Send + Sync>,
     ) -> Result<Machine, MachineError> {
-        Machine::with_debugcons(config, serial_output, serial_rx_space, Vec::new())
+        Machine::with_debugcons(
+            config,
+            serial_output,
+            serial_rx_space,
+            Vec::new(),
+            Arc::new(DriveSet::default()),
+        )
     }
 
-    /// [`Machine::new`] with one output per `config.debugcons` entry, in order.
+    /// [`Machine::new`] with one output per `config.debugcons` entry, in order, and the
+    /// opened drives (`config.drives`) for the disk controllers.
     pub fn with_debugcons(
         config: &Config,
         serial_output: Box<dyn Write + Send>,
         serial_rx_space: Box<dyn Fn() + Send + Sync>,
         debugcon_outputs: Vec<Box<dyn Write + Send>>,
+        drives: Arc<DriveSet>,
     ) -> Result<Machine, MachineError> {
         if debugcon_outputs.len() != config.debugcons.len() {
             return Err(MachineError::DebugconOutputs {
@@ -261,8 +296,7 @@ impl Machine {
             ..Default::default()
         })
         .map_err(kvm_err("creating the in-kernel PIT"))?;
-        vm.set_gsi_routing(&pc_irq_routing())
-            .map_err(kvm_err("setting interrupt routing"))?;
+        let irq_routing = Arc::new(GsiRouting::new(vm.clone())?);
 
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -292,13 +326,12 @@ impl Machine {
         let mut pio = PioBus::new();
         pio.register(COM1_BASE, UART_PORT_COUNT, serial.clone())?;
         let reset_events = event_sink.clone();
-        pio.register(
-            I8042_BASE,
-            I8042_PORT_COUNT,
-            Arc::new(I8042::new(ResetTrigger(Box::new(move || {
-                reset_events.send(MachineEvent::Reset)
-            })))),
-        )?;
+        let i8042 = Arc::new(I8042::new(
+            ResetTrigger(Box::new(move || reset_events.send(MachineEvent::Reset))),
+            Arc::new(KvmIrqLine::new(vm.clone(), KEYBOARD_IRQ)),
+            Arc::new(KvmIrqLine::new(vm.clone(), MOUSE_IRQ)),
+        ));
+        pio.register(I8042_BASE, I8042_PORT_COUNT, i8042.clone())?;
         let poweroff_events = event_sink.clone();
         let pm_block = Arc::new(PowerManagement::new(Box::new(move || {
             poweroff_events.send(MachineEvent::PowerOff)
@@ -367,6 +400,8 @@ impl Machine {
             apic_id_limit: apic_id_limit as u16,
             nographic: config.nographic,
             reboot_timeout: config.boot.reboot_timeout,
+            boot_menu: config.boot.menu,
+            splash_time: config.boot.splash_time,
         })
         .build(memory.clone());
         // The RTC's IRQ 8, an edge through an irqfd like COM1's.
@@ -374,6 +409,7 @@ impl Machine {
             EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(MachineError::EventFd)?;
         vm.register_irqfd(&rtc_irq, RTC_IRQ)
             .map_err(kvm_err("wiring the RTC interrupt"))?;
+        let virtual_clock = Arc::new(VirtualClock::new());
         let rtc = Arc::new(Rtc::new(
             &CmosFacts {
                 ram_below_4g: split.below_4g,
@@ -384,10 +420,26 @@ impl Machine {
             Box::new(move || {
                 let _ = rtc_irq.write(1);
             }),
+            RtcTimeSource::new(config.rtc, virtual_clock.clone()),
         ));
         rtc.start_ticker().map_err(MachineError::Thread)?;
         let cf9_events = event_sink.clone();
         let port92_events = event_sink.clone();
+        // The PIIX3 IDE function (00:01.1) with the drives at IDE positions; its channels
+        // interrupt on ISA IRQs 14 and 15 as level lines.
+        let ide = Arc::new(PiixIde::from_drives(
+            &drives,
+            [
+                Arc::new(KvmIrqLine::new(vm.clone(), ide::PRIMARY_IRQ)),
+                Arc::new(KvmIrqLine::new(vm.clone(), ide::SECONDARY_IRQ)),
+            ],
+            &memory,
+            &|_drive| Err(AttachError::CdromUnsupported),
+        )?);
+        ide.register_legacy_ports(&mut pio)?;
+        for (index, value) in ide.cmos_bytes() {
+            rtc.set_cmos_data(index, value);
+        }
         let chipset = Chipset::install(
             &mut pio,
             ChipsetParts {
@@ -406,9 +458,10 @@ impl Machine {
                 on_fast_reset: Box::new(move || port92_events.send(MachineEvent::Reset)),
                 fw_cfg,
                 rtc,
-                extra_functions: Vec::new(),
+                extra_functions: vec![(devfn(1, 1), ide.clone() as Arc<dyn PciFunction>)],
             },
         )?;
+        ide.attach_io_space(chipset.io_space.clone());
         if let Some(error) = shadow.take_error() {
             return Err(MachineError::Memory(error));
         }
@@ -430,6 +483,7 @@ impl Machine {
         };
 
         let mut vcpus = Vec::new();
+        let mut inspectors = Vec::new();
         for (index, &apic_id) in apic_ids.iter().enumerate() {
             let fd = vm
                 .create_vcpu(u64::from(apic_id))
@@ -445,7 +499,10 @@ impl Machine {
             let initial_lapic = fd.get_lapic().map_err(kvm_err("reading the local APIC"))?;
             if index == 0 {
                 regs::set_boot_state(&fd, &memory, boot_entry)?;
+            } else {
+                regs::set_power_on_edx(&fd)?;
             }
+            inspectors.push(inspect::inspector(&vm, &fd)?);
             vcpus.push(vcpu::Vcpu {
                 index: index as u32,
                 fd,
@@ -471,8 +528,9 @@ impl Machine {
         let initial_pit = vm.get_pit2().map_err(kvm_err("reading the PIT"))?;
 
         let shared = Arc::new(Shared {
-            gate: VcpuGate::new(vcpus.len()),
+            gate: VcpuGate::new(vcpus.len(), virtual_clock),
             pio,
+            mmio: MmioBus::new(),
             memory,
             boot_entry: Mutex::new(boot_entry),
             events: event_sink,
@@ -482,6 +540,7 @@ impl Machine {
             memory_registration: Mutex::new(Some(memory_registration)),
             shared,
             vcpus,
+            inspectors,
             threads: Vec::new(),
             vcpu_thread_ids: Vec::new(),
             events: Mutex::new(events),
@@ -498,6 +557,9 @@ impl Machine {
             run_state: Mutex::new(RunState::Prelaunch),
             initial_irqchips,
             initial_pit,
+            drives,
+            i8042,
+            irq_routing,
         })
     }
 
@@ -522,6 +584,16 @@ impl Machine {
             self.resume().map_err(MachineError::Start)?;
         }
         Ok(())
+    }
+
+    /// KVM's interrupt routing, for devices with MSI-X vectors.
+    pub fn irq_routing(&self) -> &Arc<GsiRouting> {
+        &self.irq_routing
+    }
+
+    /// The drives the machine's disk controllers use.
+    pub fn drives(&self) -> &Arc<DriveSet> {
+        &self.drives
     }
 
     /// The host thread id of each vCPU thread, by vCPU index (empty before `start`).
@@ -649,6 +721,7 @@ impl Machine {
             .map_err(kvm_err("resetting the PIT"))?;
         // A remap KVM refuses is reported as an internal error (see `report_errors_to`).
         self.chipset.reset();
+        self.i8042.reset();
         self.pm.reset();
         if let Some(tables) = &self.direct_boot_acpi {
             tables
@@ -742,31 +815,4 @@ fn create_memory(
         })
         .map_err(MachineError::Thread)?;
     Ok((memory, registration))
-}
-
-/// QEMU's KVM routing for a PC: GSIs 0-15 on the 8259 pair (2 is the cascade) and GSIs
-/// 0-23 on the IOAPIC, with the PIT's GSI 0 arriving at IOAPIC pin 2 (the MADT override).
-fn pc_irq_routing() -> KvmIrqRouting {
-    let route = |gsi: u32, irqchip: u32, pin: u32| {
-        let mut entry = kvm_irq_routing_entry {
-            gsi,
-            type_: KVM_IRQ_ROUTING_IRQCHIP,
-            ..Default::default()
-        };
-        entry.u.irqchip.irqchip = irqchip;
-        entry.u.irqchip.pin = pin;
-        entry
-    };
-    let mut entries = Vec::new();
-    for gsi in (0..8).filter(|&g| g != 2) {
-        entries.push(route(gsi, KVM_IRQCHIP_PIC_MASTER, gsi));
-    }
-    for gsi in 8..16 {
-        entries.push(route(gsi, KVM_IRQCHIP_PIC_SLAVE, gsi - 8));
-    }
-    for gsi in (0..24).filter(|&g| g != 2) {
-        let pin = if gsi == 0 { 2 } else { gsi };
-        entries.push(route(gsi, KVM_IRQCHIP_IOAPIC, pin));
-    }
-    KvmIrqRouting::from_entries(&entries).expect("a fixed, small routing table")
 }

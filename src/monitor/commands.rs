@@ -2,13 +2,17 @@
 //! the two can never disagree about what a command does. Events caused by a command
 //! (`STOP`, `RESUME`, `SHUTDOWN`) are emitted here, whichever monitor ran it.
 
+use crate::block::drive::DriveSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use thiserror::Error;
 
 use super::qmp::MonitorEvents;
+use super::qom_order::child_walk_order;
+use super::registers::VcpuRegisters;
 use super::run_state::{RunState, StatusInfo};
+use crate::chardev::{ChardevInfo, ChardevInfoSource};
 
 /// One vCPU as `query-cpus-fast` reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +51,13 @@ pub trait VmControl: Send + Sync {
     /// Every vCPU, ordered by index, with the TID of its thread (`query-cpus-fast`). Called
     /// on the main loop thread, possibly while the vCPUs run.
     fn vcpus(&self) -> Vec<VcpuInfo>;
+    /// The registers of vCPU `index` (`info registers`); a running VM is held still while
+    /// they are read. Machines that cannot say fail with a reason.
+    fn cpu_registers(&self, index: u32) -> Result<VcpuRegisters, String> {
+        Err(format!(
+            "the registers of CPU#{index} cannot be read on this machine"
+        ))
+    }
 }
 
 /// What [`VmControl::system_reset`] did.
@@ -100,9 +111,16 @@ impl CommandError {
 /// The commands, acting on the machine through [`VmControl`].
 pub struct MonitorCommands {
     vm: Arc<dyn VmControl>,
-    events: MonitorEvents,
+    /// Shared with block jobs, which report from their own threads.
+    events: Arc<MonitorEvents>,
+    /// Block jobs and the ordering of their events (see `monitor::block`).
+    block: super::block::BlockCommandState,
     /// `-name`: what `query-name` reports.
     vm_name: Option<String>,
+    /// The VM's drives, for the block commands.
+    drives: Arc<DriveSet>,
+    /// The machine's chardevs (`query-chardev`); none known until set.
+    chardevs: ChardevInfoSource,
     quitting: AtomicBool,
 }
 
@@ -110,8 +128,11 @@ impl MonitorCommands {
     pub fn new(vm: Arc<dyn VmControl>) -> MonitorCommands {
         MonitorCommands {
             vm,
-            events: MonitorEvents::new(),
+            events: Arc::new(MonitorEvents::new()),
+            block: super::block::BlockCommandState::default(),
             vm_name: None,
+            drives: Arc::new(DriveSet::default()),
+            chardevs: ChardevInfoSource::default(),
             quitting: AtomicBool::new(false),
         }
     }
@@ -122,10 +143,56 @@ impl MonitorCommands {
         self
     }
 
+    /// Sets the drives the block commands act on.
+    pub fn with_drives(mut self, drives: Arc<DriveSet>) -> MonitorCommands {
+        self.drives = drives;
+        self
+    }
+
+    /// The VM's drives.
+    pub fn drives(&self) -> &Arc<DriveSet> {
+        &self.drives
+    }
+
+    /// Sets the chardevs that `query-chardev` reports.
+    pub fn with_chardevs(mut self, chardevs: ChardevInfoSource) -> MonitorCommands {
+        self.chardevs = chardevs;
+        self
+    }
+
+    /// `query-chardev` / `info chardev`, in QEMU's order: the reverse of its walk over
+    /// the `/chardevs` container (see [`child_walk_order`]).
+    pub fn query_chardev(&self) -> Vec<ChardevInfo> {
+        let list = self.chardevs.list();
+        let labels: Vec<&str> = list.iter().map(|c| c.label.as_str()).collect();
+        child_walk_order(&labels)
+            .into_iter()
+            .rev()
+            .map(|i| list[i].clone())
+            .collect()
+    }
+
     /// Where events go; the machine side emits guest-initiated ones (`RESET`, `SHUTDOWN`,
     /// `POWERDOWN`) here too.
     pub fn events(&self) -> &MonitorEvents {
         &self.events
+    }
+
+    /// The event broadcaster, for senders that outlive a command (block jobs).
+    pub(crate) fn events_arc(&self) -> Arc<MonitorEvents> {
+        self.events.clone()
+    }
+
+    /// Block jobs and their event gate.
+    pub(crate) fn block_state(&self) -> &super::block::BlockCommandState {
+        &self.block
+    }
+
+    /// A QMP command is being answered until the returned guard drops (after its reply is
+    /// sent): job events from other threads wait for it, as in QEMU's main loop.
+    pub(crate) fn command_scope(&self) -> CommandScope<'_> {
+        self.block.gate.begin_command();
+        CommandScope(self)
     }
 
     /// `quit` has been run: monitors stop taking input.
@@ -146,6 +213,11 @@ impl MonitorCommands {
     /// `query-cpus-fast`.
     pub fn query_cpus_fast(&self) -> Vec<VcpuInfo> {
         self.vm.vcpus()
+    }
+
+    /// The registers of vCPU `index` (`info registers`).
+    pub fn cpu_registers(&self, index: u32) -> Result<VcpuRegisters, String> {
+        self.vm.cpu_registers(index)
     }
 
     /// `query-status` / `info status`.
@@ -216,5 +288,14 @@ impl MonitorCommands {
         self.events.shutdown(false, "host-qmp-quit");
         self.vm.quit();
         Ok(())
+    }
+}
+
+/// See [`MonitorCommands::command_scope`].
+pub(crate) struct CommandScope<'a>(&'a MonitorCommands);
+
+impl Drop for CommandScope<'_> {
+    fn drop(&mut self) {
+        self.0.block.gate.end_command(&self.0.events);
     }
 }

@@ -257,7 +257,8 @@ impl Running {
             tx.send(ml.handle()).unwrap();
             let _ = vm2.loop_handle.set(ml.handle());
             let mut chardevs = Chardevs::open(&configs, &ml).expect("chardevs open");
-            let commands = Arc::new(MonitorCommands::new(vm2.clone()));
+            let commands =
+                Arc::new(MonitorCommands::new(vm2.clone()).with_chardevs(chardevs.info_source()));
             for a in attach {
                 match a {
                     Attach::Hmp(id) => {

@@ -5,6 +5,7 @@
 //! a QEMU built without it.
 
 use super::readline::{is_space, Completions};
+use crate::monitor::block::hmp::BlockHmp;
 
 /// What a command does (the HMP front end runs it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,11 +18,15 @@ pub(crate) enum Action {
     InfoName,
     InfoKvm,
     InfoCpus,
+    InfoChardev,
+    InfoRegisters,
     SystemReset,
     SystemPowerdown,
     Stop,
     Cont,
     Quit,
+    /// The block commands (`monitor::block`), which parse their own arguments.
+    Block(BlockHmp),
 }
 
 /// The arguments a command takes (QEMU's `args_type`).
@@ -30,6 +35,9 @@ pub(crate) enum Args {
     None,
     /// `S?`: the rest of the line, optional.
     OptionalRest,
+    /// `info registers`'s `cpustate_all:-a,vcpu:i?`, checked here and interpreted by the
+    /// command (see [`super::args::registers`]); the argument is the rest of the line.
+    Registers,
 }
 
 pub(crate) struct HmpCommand {
@@ -50,6 +58,62 @@ impl HmpCommand {
 
 /// Sorted by name, as QEMU sorts its table (it is the order of `help`).
 pub(crate) static COMMANDS: &[HmpCommand] = &[
+    HmpCommand {
+        name: "block_job_cancel",
+        params: "[-f] device",
+        help: "stop an active background block operation (use -f\n\t\t\t if you want to abort the operation immediately\n\t\t\t instead of keep running until data is in sync)",
+        args: Args::OptionalRest,
+        action: Action::Block(BlockHmp::BlockJobCancel),
+        sub_table: None,
+    },
+    HmpCommand {
+        name: "block_job_complete",
+        params: "device",
+        help: "stop an active background block operation",
+        args: Args::OptionalRest,
+        action: Action::Block(BlockHmp::BlockJobComplete),
+        sub_table: None,
+    },
+    HmpCommand {
+        name: "block_job_pause",
+        params: "device",
+        help: "pause an active background block operation",
+        args: Args::OptionalRest,
+        action: Action::Block(BlockHmp::BlockJobPause),
+        sub_table: None,
+    },
+    HmpCommand {
+        name: "block_job_resume",
+        params: "device",
+        help: "resume a paused background block operation",
+        args: Args::OptionalRest,
+        action: Action::Block(BlockHmp::BlockJobResume),
+        sub_table: None,
+    },
+    HmpCommand {
+        name: "block_job_set_speed",
+        params: "device speed",
+        help: "set maximum speed for a background block operation",
+        args: Args::OptionalRest,
+        action: Action::Block(BlockHmp::BlockJobSetSpeed),
+        sub_table: None,
+    },
+    HmpCommand {
+        name: "block_stream",
+        params: "device [speed [base]]",
+        help: "copy data from a backing file into a block device",
+        args: Args::OptionalRest,
+        action: Action::Block(BlockHmp::BlockStream),
+        sub_table: None,
+    },
+    HmpCommand {
+        name: "commit",
+        params: "device|all",
+        help: "commit changes to the disk images (if -snapshot is used) or backing files",
+        args: Args::OptionalRest,
+        action: Action::Block(BlockHmp::Commit),
+        sub_table: None,
+    },
     HmpCommand {
         name: "cont|c",
         params: "",
@@ -83,6 +147,14 @@ pub(crate) static COMMANDS: &[HmpCommand] = &[
         sub_table: None,
     },
     HmpCommand {
+        name: "snapshot_blkdev",
+        params: "[-n] device [new-image-file] [format]",
+        help: "initiates a live snapshot\n\t\t\tof device. If a new image file is specified, the\n\t\t\tnew image file will become the new root image.\n\t\t\tIf format is specified, the snapshot file will\n\t\t\tbe created in that format.\n\t\t\tThe default format is qcow2.  The -n flag requests QEMU\n\t\t\tto reuse the image found in new-image-file, instead of\n\t\t\trecreating it from scratch.",
+        args: Args::OptionalRest,
+        action: Action::Block(BlockHmp::SnapshotBlkdev),
+        sub_table: None,
+    },
+    HmpCommand {
         name: "stop|s",
         params: "",
         help: "stop emulation",
@@ -110,6 +182,38 @@ pub(crate) static COMMANDS: &[HmpCommand] = &[
 
 pub(crate) static INFO_COMMANDS: &[HmpCommand] = &[
     HmpCommand {
+        name: "block",
+        params: "[-n] [-v] [device]",
+        help: "show info of one block device or all block devices (-n: show named nodes; -v: show details)",
+        args: Args::OptionalRest,
+        action: Action::Block(BlockHmp::InfoBlock),
+        sub_table: None,
+    },
+    HmpCommand {
+        name: "block-jobs",
+        params: "",
+        help: "show progress of ongoing block device operations",
+        args: Args::OptionalRest,
+        action: Action::Block(BlockHmp::InfoBlockJobs),
+        sub_table: None,
+    },
+    HmpCommand {
+        name: "blockstats",
+        params: "",
+        help: "show block device statistics",
+        args: Args::OptionalRest,
+        action: Action::Block(BlockHmp::InfoBlockstats),
+        sub_table: None,
+    },
+    HmpCommand {
+        name: "chardev",
+        params: "",
+        help: "show the character devices",
+        args: Args::None,
+        action: Action::InfoChardev,
+        sub_table: None,
+    },
+    HmpCommand {
         name: "cpus",
         params: "",
         help: "show infos for each CPU",
@@ -131,6 +235,14 @@ pub(crate) static INFO_COMMANDS: &[HmpCommand] = &[
         help: "show the current VM name",
         args: Args::None,
         action: Action::InfoName,
+        sub_table: None,
+    },
+    HmpCommand {
+        name: "registers",
+        params: "[-a|vcpu]",
+        help: "show the cpu registers (-a: show register info for all cpus; vcpu: specific vCPU to query; show the current CPU's registers if no argument is specified)",
+        args: Args::Registers,
+        action: Action::InfoRegisters,
         sub_table: None,
     },
     HmpCommand {
@@ -196,6 +308,15 @@ pub(crate) fn parse(line: &[u8]) -> Parsed {
     let rest = skip_spaces(line, pos);
     let argument = match command.args {
         Args::OptionalRest => (rest < line.len()).then(|| line[rest..].to_vec()),
+        Args::Registers => {
+            if let Err(first) = super::args::registers(&line[rest..]) {
+                let mut text = format!("{first}\nTry \"help ").into_bytes();
+                text.extend_from_slice(trim_end(&line[..pos]));
+                text.extend_from_slice(b"\" for more information\n");
+                return Parsed::Error(text);
+            }
+            Some(line[rest..].to_vec())
+        }
         Args::None => {
             if rest < line.len() {
                 // The command name as the table spells it (with aliases), then QEMU's hint
@@ -217,6 +338,16 @@ pub(crate) fn parse(line: &[u8]) -> Parsed {
         }
     };
     Parsed::Command { command, argument }
+}
+
+fn trim_end(mut text: &[u8]) -> &[u8] {
+    while let [rest @ .., last] = text {
+        if !is_space(*last) {
+            break;
+        }
+        text = rest;
+    }
+    text
 }
 
 /// Finds the (sub)command starting at `pos`; returns it and the position after its name
@@ -456,6 +587,10 @@ mod tests {
         );
     }
 
+    fn help_line_of(name: &str) -> String {
+        String::from_utf8(help_text(Some(name.as_bytes()))).unwrap()
+    }
+
     #[test]
     fn help_texts() {
         let help = |arg: &[u8]| String::from_utf8(help_text(Some(arg))).unwrap();
@@ -477,8 +612,9 @@ mod tests {
         assert_eq!(help(b"foo bar"), "unknown command: 'foo'\n");
         assert_eq!(help(b"\"unterminated"), "");
         let all = String::from_utf8(help_text(None)).unwrap();
+        let all = &all[all.find("cont|c").unwrap()..];
         assert_eq!(
-            all,
+            all.replace(&help_line_of("snapshot_blkdev"), ""),
             "cont|c  -- resume emulation\n\
              help|? [cmd] -- show the help\n\
              info [subcommand] -- show various information about the system state\n\
@@ -508,6 +644,7 @@ mod tests {
                 1,
                 vec![
                     "s".into(),
+                    "snapshot_blkdev".into(),
                     "stop".into(),
                     "system_powerdown".into(),
                     "system_reset".into()
@@ -520,9 +657,14 @@ mod tests {
             (
                 0,
                 vec![
+                    "block".into(),
+                    "block-jobs".into(),
+                    "blockstats".into(),
+                    "chardev".into(),
                     "cpus".into(),
                     "kvm".into(),
                     "name".into(),
+                    "registers".into(),
                     "status".into(),
                     "version".into()
                 ]
@@ -531,6 +673,6 @@ mod tests {
         assert_eq!(names(b"help in"), (2, vec!["info".to_string()]));
         assert_eq!(names(b"help info s"), (1, vec!["status".to_string()]));
         assert_eq!(names(b"stop ").1, Vec::<String>::new());
-        assert_eq!(names(b"").1.len(), 11);
+        assert_eq!(names(b"").1.len(), 19);
     }
 }

@@ -2,6 +2,7 @@
 //! lookup, argument type checks (before any side effect), and the reply objects.
 
 use super::qobject::{QDict, QObject};
+use crate::monitor::block::qmp::BlockQmp;
 use crate::monitor::commands::{CommandError, ErrorClass, MonitorCommands, VcpuInfo};
 use crate::monitor::hmp::run_line_for_text;
 use crate::monitor::{QEMU_PACKAGE, QEMU_VERSION_TRIPLE};
@@ -37,6 +38,10 @@ pub(crate) enum Action {
     SystemReset,
     SystemPowerdown,
     HumanMonitorCommand,
+    QueryChardev,
+    QueryQmpSchema,
+    /// The block commands (`monitor::block`), which check their own arguments.
+    Block(crate::monitor::block::qmp::BlockQmp),
 }
 
 struct QmpCommand {
@@ -100,6 +105,11 @@ static COMMANDS: &[QmpCommand] = &[
         action: Action::QueryCpusFast,
     },
     QmpCommand {
+        name: "query-qmp-schema",
+        params: &[],
+        action: Action::QueryQmpSchema,
+    },
+    QmpCommand {
         name: "quit",
         params: &[],
         action: Action::Quit,
@@ -122,6 +132,71 @@ static COMMANDS: &[QmpCommand] = &[
             required: false,
         }],
         action: Action::QmpCapabilities,
+    },
+    QmpCommand {
+        name: "transaction",
+        params: &[],
+        action: Action::Block(BlockQmp::Transaction),
+    },
+    QmpCommand {
+        name: "query-chardev",
+        params: &[],
+        action: Action::QueryChardev,
+    },
+    QmpCommand {
+        name: "block-job-complete",
+        params: &[],
+        action: Action::Block(BlockQmp::BlockJobComplete),
+    },
+    QmpCommand {
+        name: "block-job-resume",
+        params: &[],
+        action: Action::Block(BlockQmp::BlockJobResume),
+    },
+    QmpCommand {
+        name: "block-job-pause",
+        params: &[],
+        action: Action::Block(BlockQmp::BlockJobPause),
+    },
+    QmpCommand {
+        name: "block-job-cancel",
+        params: &[],
+        action: Action::Block(BlockQmp::BlockJobCancel),
+    },
+    QmpCommand {
+        name: "block-job-set-speed",
+        params: &[],
+        action: Action::Block(BlockQmp::BlockJobSetSpeed),
+    },
+    QmpCommand {
+        name: "block-stream",
+        params: &[],
+        action: Action::Block(BlockQmp::BlockStream),
+    },
+    QmpCommand {
+        name: "block-commit",
+        params: &[],
+        action: Action::Block(BlockQmp::BlockCommit),
+    },
+    QmpCommand {
+        name: "blockdev-snapshot-sync",
+        params: &[],
+        action: Action::Block(BlockQmp::BlockdevSnapshotSync),
+    },
+    QmpCommand {
+        name: "query-block-jobs",
+        params: &[],
+        action: Action::Block(BlockQmp::QueryBlockJobs),
+    },
+    QmpCommand {
+        name: "query-blockstats",
+        params: &[],
+        action: Action::Block(BlockQmp::QueryBlockstats),
+    },
+    QmpCommand {
+        name: "query-block",
+        params: &[],
+        action: Action::Block(BlockQmp::QueryBlock),
     },
     QmpCommand {
         name: "query-status",
@@ -288,6 +363,9 @@ fn run(
         Some(QObject::Dict(args)) => args,
         _ => &empty,
     };
+    if let Action::Block(block) = command.action {
+        return crate::monitor::block::qmp::execute(commands, block, args);
+    }
     check_arguments(command.params, args)?;
     execute(commands, session, command.action, args)
 }
@@ -406,12 +484,34 @@ fn execute(
                 .map(cpu_info_fast)
                 .collect(),
         )),
+        Action::QueryChardev => Ok(QObject::List(
+            commands
+                .query_chardev()
+                .into_iter()
+                .map(|c| {
+                    QObject::Dict(
+                        QDict::new()
+                            .with("label", c.label)
+                            .with("filename", c.filename)
+                            .with("frontend-open", c.frontend_open),
+                    )
+                })
+                .collect(),
+        )),
+        Action::QueryQmpSchema => {
+            let names: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
+            super::schema::query_qmp_schema(&names).ok_or_else(|| {
+                CommandError::generic("vmscope's built-in QMP schema data are unreadable")
+            })
+        }
         Action::Stop => unit(commands.stop()),
         Action::Cont => unit(commands.cont()),
         Action::Quit => unit(commands.quit()),
         Action::SystemReset => unit(commands.system_reset()),
         Action::SystemPowerdown => unit(commands.system_powerdown()),
+        Action::Block(block) => crate::monitor::block::qmp::execute(commands, block, args),
         Action::HumanMonitorCommand => {
+            let mut current_cpu = 0;
             if let Some(QObject::Int(index)) = args.get("cpu-index") {
                 let count = commands.query_cpus_fast().len() as i64;
                 if !(0..count).contains(index) {
@@ -419,11 +519,12 @@ fn execute(
                         "Parameter 'cpu-index' expects a CPU number",
                     ));
                 }
+                current_cpu = *index as u32;
             }
             let Some(QObject::String(line)) = args.get("command-line") else {
                 unreachable!("checked by check_arguments");
             };
-            let text = run_line_for_text(commands, line.as_bytes());
+            let text = run_line_for_text(commands, line.as_bytes(), current_cpu);
             // The monitor's output path turns every newline into CRLF, also here.
             Ok(QObject::String(crlf(&String::from_utf8_lossy(&text))))
         }
@@ -590,6 +691,17 @@ mod tests {
                 r#"{"error": {"class": "GenericError", "desc": "Parameter 'cpu-index' expects a CPU number"}}"#,
             ]
         );
+    }
+
+    #[test]
+    fn schema_describes_every_command() {
+        for command in COMMANDS {
+            assert!(
+                super::super::schema::describes_command(command.name),
+                "{} missing from schema_7_2.json (scripts/qmp-schema-subset.py)",
+                command.name
+            );
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod events;
 mod json_reader;
 mod json_writer;
 mod qobject;
+mod schema;
 mod utf8;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -163,6 +164,8 @@ impl Qmp {
     }
 
     fn handle(&self, state: &mut InputState, request: JsonResult) {
+        // Job events from other threads wait until this reply is out.
+        let _scope = self.commands.command_scope();
         let reply = match request {
             Ok(request) => dispatch::dispatch(&self.commands, &mut state.session, request),
             Err(desc) => dispatch::error_response(&CommandError::generic(desc), None),

@@ -6,6 +6,7 @@ mod memory;
 mod pm_timer;
 mod powerbutton;
 mod reset;
+mod rtc;
 mod serial_echo;
 mod smp;
 mod suspend_disk;
@@ -19,6 +20,7 @@ const ALL: &[(&str, Scenario)] = &[
     ("serial-echo", serial_echo::run),
     ("timer", timer::run),
     ("reset", reset::run),
+    ("rtc", rtc::run),
     ("powerbutton", powerbutton::run),
     ("suspend-disk", suspend_disk::run),
     ("pm-timer", pm_timer::run),
@@ -30,6 +32,7 @@ pub const NAMES: &[&str] = &[
     "serial-echo",
     "timer",
     "reset",
+    "rtc",
     "powerbutton",
     "suspend-disk",
     "pm-timer",
