@@ -62,11 +62,12 @@ fn until_prompt(stream: &mut UnixStream) -> String {
     String::from_utf8_lossy(&text).into_owned()
 }
 
-/// QEMU 7.2's RAM with `-smp cpus`, once the test kernel runs.
-fn qemu_ram(dir: &Path, cpus: u32) -> Vec<u8> {
-    let serial = dir.join(format!("serial-{cpus}"));
-    let socket = dir.join(format!("hmp-{cpus}.sock"));
-    let dump = dir.join(format!("ram-{cpus}.bin"));
+/// QEMU 7.2's RAM with `-smp smp`, once the test kernel runs.
+fn qemu_ram(dir: &Path, smp: &str) -> Vec<u8> {
+    let tag = smp.replace([',', '='], "-");
+    let serial = dir.join(format!("serial-{tag}"));
+    let socket = dir.join(format!("hmp-{tag}.sock"));
+    let dump = dir.join(format!("ram-{tag}.bin"));
     let mut qemu = Command::new(common::qemu::binary())
         .args([
             "-accel",
@@ -77,7 +78,7 @@ fn qemu_ram(dir: &Path, cpus: u32) -> Vec<u8> {
             "-m",
             "128",
         ])
-        .args(["-smp", &cpus.to_string()])
+        .args(["-smp", smp])
         .arg("-serial")
         .arg(format!("file:{}", serial.display()))
         .arg("-kernel")
@@ -145,13 +146,15 @@ fn tables_in(ram: &[u8]) -> Vec<([u8; 4], Vec<u8>)> {
     found
 }
 
-/// vmscope's tables for the same machine, linked as firmware would place them.
-fn our_tables(cpus: u32) -> Vec<([u8; 4], Vec<u8>)> {
+/// vmscope's tables for the same machine (`cpus` of `max_cpus` vCPUs, one per socket),
+/// linked as firmware would place them.
+fn our_tables(cpus: usize, max_cpus: u32) -> Vec<([u8; 4], Vec<u8>)> {
     let split = RamSplit::for_ram_size(RAM);
-    let apic_ids: Vec<u32> = (0..cpus).collect();
+    let apic_ids: Vec<u32> = (0..max_cpus).collect();
     let tables = AcpiTables::build(&AcpiFacts {
         split: &split,
         apic_ids: &apic_ids,
+        present: cpus,
     });
     let linked = tables
         .link(|file, _, _, _| {
@@ -222,9 +225,10 @@ fn fixed_tables_and_dsdt_devices_match_qemus() {
         return;
     }
     let dir = TempDir::new("diff");
-    for cpus in [1, 4] {
-        let qemu = tables_in(&qemu_ram(&dir.0, cpus));
-        let ours = our_tables(cpus);
+    // Possible but absent vCPUs (maxcpus) are listed disabled.
+    for (smp, cpus, max_cpus) in [("1", 1, 1), ("4", 4, 4), ("2,maxcpus=4", 2, 4)] {
+        let qemu = tables_in(&qemu_ram(&dir.0, smp));
+        let ours = our_tables(cpus, max_cpus);
 
         // The same tables but QEMU's HPET, in the same order.
         let signatures = |tables: &[([u8; 4], Vec<u8>)]| -> Vec<String> {
@@ -241,7 +245,7 @@ fn fixed_tables_and_dsdt_devices_match_qemus() {
             assert_eq!(
                 get(&ours, signature),
                 get(&qemu, signature),
-                "{} with {cpus} vCPU(s)",
+                "{} with -smp {smp}",
                 String::from_utf8_lossy(signature)
             );
         }
@@ -283,7 +287,7 @@ fn fixed_tables_and_dsdt_devices_match_qemus() {
             let ours_block = block(&ours_dsl, header, containing);
             let qemu_block = block(&qemu_dsl, header, containing);
             assert!(qemu_block.is_some(), "QEMU's DSDT has no {header}");
-            assert_eq!(ours_block, qemu_block, "{header} with {cpus} vCPU(s)");
+            assert_eq!(ours_block, qemu_block, "{header} with -smp {smp}");
             compared += 1;
         }
         assert_eq!(compared, 20);

@@ -238,6 +238,10 @@ scenario_tests! {
     // cores number 0-2 and 4-6.
     smp_2_sockets_3_cores => |n| Case::new(n, "smp", 6).topology("6,sockets=2,cores=3");
     smp_2_cores_2_threads => |n| Case::new(n, "smp", 4).topology("4,sockets=1,cores=2,threads=2");
+    // ACPI PM timer overflow SCIs (TMR_EN), through the SCI route the tables give.
+    pm_timer => |n| Case::new(n, "pm-timer", 1);
+    // Possible but absent vCPUs are in the MADT, disabled.
+    smp_maxcpus => |n| Case::new(n, "smp", 2).topology("2,maxcpus=4");
     serial_echo_smp1 => |n| Case::new(n, "serial-echo", 1).input(ECHO_READY, ECHO_INPUT);
     serial_echo_smp4 => |n| Case::new(n, "serial-echo", 4).input(ECHO_READY, ECHO_INPUT);
     timer_smp1 => |n| Case::new(n, "timer", 1);

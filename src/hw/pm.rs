@@ -4,8 +4,8 @@
 //! shut down. The power button (monitor `system_powerdown`) sets PWRBTN_STS when the guest
 //! enabled it, and the SCI (ISA IRQ 9, level) is raised while an enabled status bit is set.
 
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use super::bus::PioDevice;
 
@@ -44,6 +44,11 @@ pub const SLP_TYP_SUSPEND_TO_DISK: u16 = 2;
 /// The ACPI PM timer runs at 3.579545 MHz and is 24 bits wide.
 const PM_TIMER_HZ: u128 = 3_579_545;
 const PM_TIMER_MASK: u32 = 0x00ff_ffff;
+/// TMR_STS is set each time bit 23 of the counter changes.
+const PM_TIMER_OVERFLOW_TICKS: u64 = 1 << 23;
+/// How long the overflow thread sleeps at most before checking whether the block still
+/// exists.
+const OVERFLOW_THREAD_IDLE: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Registers {
@@ -54,6 +59,9 @@ struct Registers {
     gpe_enable: [u8; 2],
     /// The SCI level last driven.
     sci: bool,
+    /// PM timer tick at which TMR_STS is set next (QEMU's `overflow_time`: the next change
+    /// of the counter's bit 23); 0 after reset, so the bit reads set until first cleared.
+    overflow_at: u64,
 }
 
 impl Registers {
@@ -76,6 +84,8 @@ pub struct PowerManagement {
     on_poweroff: Box<dyn Fn() + Send + Sync>,
     sci: OnceLock<SciLine>,
     on_suspend_to_disk: OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// Wakes the overflow thread when TMR_EN or the next overflow changed.
+    timer_changed: Condvar,
 }
 
 impl PowerManagement {
@@ -86,6 +96,50 @@ impl PowerManagement {
             on_poweroff,
             sci: OnceLock::new(),
             on_suspend_to_disk: OnceLock::new(),
+            timer_changed: Condvar::new(),
+        }
+    }
+
+    /// Starts the thread that raises the SCI when the PM timer overflows while TMR_EN is
+    /// set (QEMU's PM timer interrupt). It ends within a second of the block being dropped.
+    pub fn start_overflow_timer(self: &Arc<Self>) -> std::io::Result<()> {
+        let weak: Weak<PowerManagement> = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("acpi pm timer".into())
+            .spawn(move || {
+                while let Some(pm) = weak.upgrade() {
+                    pm.wait_for_overflow();
+                }
+            })?;
+        Ok(())
+    }
+
+    /// Waits until the next overflow that would raise the SCI (or a change, or the idle
+    /// period), then brings the status and SCI up to date.
+    fn wait_for_overflow(&self) {
+        let mut regs = self.registers.lock().unwrap();
+        self.update_sci(&mut regs);
+        let armed = regs.enable & PM1_TMR != 0 && regs.status & PM1_TMR == 0;
+        let wait = if armed {
+            let remaining = regs.overflow_at.saturating_sub(self.ticks());
+            let nanos = u128::from(remaining) * 1_000_000_000 / PM_TIMER_HZ + 1;
+            Duration::from_nanos(nanos as u64).min(OVERFLOW_THREAD_IDLE)
+        } else {
+            OVERFLOW_THREAD_IDLE
+        };
+        let (mut regs, _) = self.timer_changed.wait_timeout(regs, wait).unwrap();
+        self.update_sci(&mut regs);
+    }
+
+    /// PM timer ticks since power-on.
+    fn ticks(&self) -> u64 {
+        (self.started.elapsed().as_nanos() * PM_TIMER_HZ / 1_000_000_000) as u64
+    }
+
+    /// QEMU's `acpi_pm1_evt_get_sts`: TMR_STS becomes set once the overflow time passed.
+    fn refresh_timer_status(&self, regs: &mut Registers) {
+        if self.ticks() >= regs.overflow_at {
+            regs.status |= PM1_TMR;
         }
     }
 
@@ -119,10 +173,12 @@ impl PowerManagement {
             ..Registers::default()
         };
         self.update_sci(&mut regs);
+        self.timer_changed.notify_all();
     }
 
     /// Drives the SCI line when its level changed.
     fn update_sci(&self, regs: &mut Registers) {
+        self.refresh_timer_status(regs);
         let level = regs.sci_level();
         if level != regs.sci {
             regs.sci = level;
@@ -144,14 +200,16 @@ impl PowerManagement {
     }
 
     fn timer(&self) -> u32 {
-        let ticks = self.started.elapsed().as_nanos() * PM_TIMER_HZ / 1_000_000_000;
-        (ticks as u32) & PM_TIMER_MASK
+        (self.ticks() as u32) & PM_TIMER_MASK
     }
 
     fn read_register(&self, offset: u16) -> u32 {
-        let regs = self.registers.lock().unwrap();
+        let mut regs = self.registers.lock().unwrap();
         match offset {
-            PM1_STS => u32::from(regs.status),
+            PM1_STS => {
+                self.refresh_timer_status(&mut regs);
+                u32::from(regs.status)
+            }
             PM1_EN => u32::from(regs.enable),
             PM1_CNT => u32::from(regs.control),
             PM_TMR => {
@@ -167,12 +225,20 @@ impl PowerManagement {
         match offset {
             // Status bits are cleared by writing ones.
             PM1_STS => {
+                // Clearing TMR_STS arms the next overflow (QEMU's `acpi_pm1_evt_write_sts`).
+                self.refresh_timer_status(&mut regs);
+                if value & regs.status & PM1_TMR != 0 {
+                    regs.overflow_at =
+                        (self.ticks() + PM_TIMER_OVERFLOW_TICKS) & !(PM_TIMER_OVERFLOW_TICKS - 1);
+                }
                 regs.status &= !value;
                 self.update_sci(&mut regs);
+                self.timer_changed.notify_all();
             }
             PM1_EN => {
                 regs.enable = value;
                 self.update_sci(&mut regs);
+                self.timer_changed.notify_all();
             }
             PM1_CNT => {
                 regs.control = (value & !PM1_CNT_SLP_EN) | (regs.control & PM1_CNT_SCI_EN);
@@ -320,17 +386,21 @@ mod tests {
         let (pm, poweroffs) = pm();
         let levels = sci_probe(&pm);
         pm.press_power_button();
-        assert_eq!(read16(&pm, PM1_STS), 0, "not enabled: the press is lost");
+        assert_eq!(
+            read16(&pm, PM1_STS) & PM1_PWRBTN,
+            0,
+            "not enabled: the press is lost"
+        );
         assert!(levels.lock().unwrap().is_empty());
         pm.write(PM1_EN, &PM1_PWRBTN.to_le_bytes());
         pm.press_power_button();
-        assert_eq!(read16(&pm, PM1_STS), PM1_PWRBTN);
+        assert_eq!(read16(&pm, PM1_STS) & PM1_PWRBTN, PM1_PWRBTN);
         assert_eq!(*levels.lock().unwrap(), [true]);
         // Writing zero bits leaves status; writing the bit clears it and drops the SCI.
         pm.write(PM1_STS, &0u16.to_le_bytes());
-        assert_eq!(read16(&pm, PM1_STS), PM1_PWRBTN);
+        assert_eq!(read16(&pm, PM1_STS) & PM1_PWRBTN, PM1_PWRBTN);
         pm.write(PM1_STS, &PM1_PWRBTN.to_le_bytes());
-        assert_eq!(read16(&pm, PM1_STS), 0);
+        assert_eq!(read16(&pm, PM1_STS) & PM1_PWRBTN, 0);
         assert_eq!(*levels.lock().unwrap(), [true, false]);
         // Disabling with the status set lowers the line too; reset clears everything.
         pm.press_power_button();
@@ -339,12 +409,49 @@ mod tests {
         pm.write(PM1_EN, &PM1_PWRBTN.to_le_bytes());
         pm.reset();
         assert_eq!(read16(&pm, PM1_EN), 0);
-        assert_eq!(read16(&pm, PM1_STS), 0);
+        assert_eq!(read16(&pm, PM1_STS) & PM1_PWRBTN, 0);
         assert_eq!(
             *levels.lock().unwrap(),
             [true, false, true, false, true, false]
         );
         assert_eq!(poweroffs.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn timer_status_reads_set_until_cleared_then_waits_for_bit_23() {
+        let (pm, _) = pm();
+        assert_eq!(
+            read16(&pm, PM1_STS) & PM1_TMR,
+            PM1_TMR,
+            "set after reset, as QEMU"
+        );
+        pm.write(PM1_STS, &PM1_TMR.to_le_bytes());
+        assert_eq!(read16(&pm, PM1_STS) & PM1_TMR, 0);
+        let regs = pm.registers.lock().unwrap();
+        assert_eq!(regs.overflow_at % PM_TIMER_OVERFLOW_TICKS, 0);
+        assert!(regs.overflow_at > pm.ticks());
+        assert!(regs.overflow_at <= pm.ticks() + PM_TIMER_OVERFLOW_TICKS);
+    }
+
+    #[test]
+    fn timer_overflow_raises_the_sci_when_enabled() {
+        let (pm, _) = pm();
+        let pm = Arc::new(pm);
+        let levels = sci_probe(&pm);
+        pm.start_overflow_timer().unwrap();
+        // Arm an overflow 20 ms away instead of waiting up to 2.3 s for bit 23.
+        pm.write(PM1_STS, &PM1_TMR.to_le_bytes());
+        pm.registers.lock().unwrap().overflow_at = pm.ticks() + 71_590;
+        pm.write(PM1_EN, &PM1_TMR.to_le_bytes());
+        assert!(levels.lock().unwrap().is_empty(), "not yet");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while levels.lock().unwrap().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(*levels.lock().unwrap(), [true]);
+        assert_eq!(read16(&pm, PM1_STS) & PM1_TMR, PM1_TMR);
+        pm.write(PM1_STS, &PM1_TMR.to_le_bytes());
+        assert_eq!(*levels.lock().unwrap(), [true, false]);
     }
 
     #[test]

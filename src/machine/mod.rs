@@ -347,6 +347,9 @@ impl Machine {
                 });
             }
         }));
+        pm_block
+            .start_overflow_timer()
+            .map_err(MachineError::Thread)?;
         let s4_events = event_sink.clone();
         pm_block.connect_suspend_to_disk(Box::new(move || {
             s4_events.send(MachineEvent::SuspendToDisk)
@@ -373,9 +376,14 @@ impl Machine {
         }
         let shadow = Arc::new(ShadowSlots::new(vm.clone(), &memory, bios)?);
         let apic_ids: Vec<u32> = (0..config.smp.cpus).map(|i| topology.apic_id(i)).collect();
+        // The tables list every possible vCPU (-smp maxcpus), the absent ones disabled.
+        let possible_apic_ids: Vec<u32> = (0..config.smp.max_cpus.max(config.smp.cpus))
+            .map(|i| topology.apic_id(i))
+            .collect();
         let acpi_tables = acpi::AcpiTables::build(&acpi::AcpiFacts {
             split: &split,
-            apic_ids: &apic_ids,
+            apic_ids: &possible_apic_ids,
+            present: apic_ids.len(),
         });
         // Firmware places and links the tables itself (fw_cfg); direct boot gets them
         // written into the BIOS area.

@@ -1,7 +1,7 @@
 //! The DSDT, modelled on the one QEMU 7.2 builds for `pc` (hw/i386/acpi-build.c), limited to
 //! the devices vmscope has: the PCI root bridge with its resource windows and interrupt
 //! routing through the PIIX3 link devices, the ISA devices behind the PIIX3, the processors,
-//! the GPE0 block, fw_cfg and the `\_S5` soft-off state.
+//! the GPE0 block, fw_cfg, and the `\_S4` (suspend to disk) and `\_S5` (soft-off) states.
 //!
 //! Left out because vmscope has no such device or feature: PCI and CPU hotplug, the HPET,
 //! floppy, parallel port, PS/2 mouse, VGA, the 0x402 debug method, and `\_S3` (suspend to
@@ -109,8 +109,9 @@ impl Aml for LinkInterrupts<'_> {
 /// What the DSDT describes.
 pub struct DsdtFacts<'a> {
     pub split: &'a RamSplit,
-    /// The APIC id of each present vCPU, by processor uid.
+    /// The APIC id of each possible vCPU, by processor uid; the first `present` exist.
     pub apic_ids: &'a [u32],
+    pub present: usize,
 }
 
 /// The whole DSDT (header included; its checksum is left for the loader).
@@ -118,7 +119,7 @@ pub fn build(facts: &DsdtFacts) -> Vec<u8> {
     let mut body = Vec::new();
     pci_root(facts).to_aml_bytes(&mut body);
     link_devices().to_aml_bytes(&mut body);
-    processors(facts.apic_ids).to_aml_bytes(&mut body);
+    processors(facts.apic_ids, facts.present).to_aml_bytes(&mut body);
     Scope::new(
         "\\_GPE".into(),
         vec![&Name::new("_HID".into(), &"ACPI0006")],
@@ -416,22 +417,35 @@ fn link_devices() -> Raw {
     raw(&Scope::new("\\_SB_".into(), children))
 }
 
-/// `\_SB.CPUS`, the processor container, with a `Processor` per vCPU: present (no CPU
-/// hotplug), and its MADT entry as `_MAT`.
-fn processors(apic_ids: &[u32]) -> Raw {
+/// `\_SB.CPUS`, the processor container, with an object per possible vCPU: present or
+/// absent for good (no CPU hotplug), with its MADT structure as `_MAT`. As QEMU: a legacy
+/// `Processor` when the ids fit ACPI 1.0, else a processor device (`ACPI0007`).
+fn processors(apic_ids: &[u32], present: usize) -> Raw {
     let cpus: Vec<Raw> = apic_ids
         .iter()
         .enumerate()
         .map(|(uid, &apic_id)| {
-            let mat = aml::BufferData::new(vec![0, 8, uid as u8, apic_id as u8, 1, 0, 0, 0]);
+            let entry = super::tables::madt_cpu_entry(uid as u32, apic_id, uid < present);
             let name_text = format!("C{uid:03X}");
-            let sta = name("_STA", &0x0fu8);
-            let mat = name("_MAT", &mat);
-            raw(&Processor {
-                name: &name_text,
-                uid: uid as u8,
-                children: vec![&sta, &mat],
-            })
+            let sta = name("_STA", &if uid < present { 0x0fu8 } else { 0 });
+            let mat = name("_MAT", &aml::BufferData::new(entry));
+            if apic_id <= 255 && uid <= 255 {
+                raw(&Processor {
+                    name: &name_text,
+                    uid: uid as u8,
+                    children: vec![&sta, &mat],
+                })
+            } else {
+                raw(&Device::new(
+                    name_text.as_str().into(),
+                    vec![
+                        &name("_HID", &"ACPI0007"),
+                        &name("_UID", &(uid as u32)),
+                        &sta,
+                        &mat,
+                    ],
+                ))
+            }
         })
         .collect();
     let hid = name("_HID", &"ACPI0010");

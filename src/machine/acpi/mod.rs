@@ -2,8 +2,9 @@
 //! way: under firmware boot as the fw_cfg files `etc/acpi/tables`, `etc/acpi/rsdp` and
 //! `etc/table-loader` (the BIOS linker/loader commands SeaBIOS runs to place and patch
 //! them); under direct kernel boot by applying those same commands here and writing the
-//! result into the BIOS area, where the RSDP is handed to the kernel and also found by a
-//! scan.
+//! result where SeaBIOS puts it on QEMU: the tables in the top 128 KiB of low RAM (reserved
+//! in the e820 map), the RSDP in the BIOS area, where it is handed to the kernel and also
+//! found by a scan.
 //!
 //! Tables: RSDP (revision 0) -> RSDT -> FADT (-> FACS, DSDT), MADT, WAET. QEMU 7.2's `pc`
 //! has no XSDT; it adds an HPET table, and vmscope has no HPET.
@@ -16,7 +17,7 @@ use std::collections::BTreeMap;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::layout::{RamSplit, SYSTEM_BIOS_START};
+use super::layout::{RamSplit, HIGH_MEMORY_START, SYSTEM_BIOS_START};
 use crate::hw::pc::piix4_pm::DIRECT_BOOT_PM_BASE;
 use crate::hw::pm::GPE0_IO_BASE;
 use linker::{Command, LinkError, Zone};
@@ -31,10 +32,11 @@ pub const LOADER_FILE: &str = "etc/table-loader";
 /// does not change with the configuration.
 const TABLES_FILE_SIZE: usize = 0x20000;
 
-/// Under direct boot: the RSDP at the start of the E-segment, the tables after it; the
-/// whole set must stay below 1 MiB.
+/// Under direct boot: the RSDP at the start of the E-segment; the tables at the top of low
+/// RAM as SeaBIOS allocates them (the e820 map reserves those 128 KiB), or, with too little
+/// RAM for that, after the RSDP below 1 MiB.
 pub const RSDP_ADDR: u64 = SYSTEM_BIOS_START;
-const DIRECT_BOOT_TABLES_ADDR: u64 = SYSTEM_BIOS_START + 0x40;
+const SMALL_RAM_TABLES_ADDR: u64 = SYSTEM_BIOS_START + 0x40;
 const BIOS_AREA_END: u64 = 0x10_0000;
 
 /// The SCI's ISA IRQ, and the APM control port with QEMU's ACPI enable/disable values.
@@ -46,15 +48,17 @@ const ACPI_DISABLE: u8 = 0xf0;
 /// What the tables describe.
 pub struct AcpiFacts<'a> {
     pub split: &'a RamSplit,
-    /// The APIC id of each present vCPU, in vCPU order (the processor uid).
+    /// The APIC id of each possible vCPU (up to `-smp maxcpus`), in vCPU order (the
+    /// processor uid); the first `present` exist.
     pub apic_ids: &'a [u32],
+    pub present: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum AcpiError {
     #[error("{0}")]
     Link(#[from] LinkError),
-    #[error("the ACPI tables ({0} bytes) do not fit in the BIOS area")]
+    #[error("the ACPI tables ({0} bytes) do not fit in the space reserved for them")]
     TooLarge(usize),
     #[error("writing the ACPI tables to guest memory: {0}")]
     Memory(#[from] vm_memory::GuestMemoryError),
@@ -65,6 +69,8 @@ pub struct AcpiTables {
     pub tables: Vec<u8>,
     pub rsdp: Vec<u8>,
     pub commands: Vec<Command>,
+    /// Where direct boot puts `tables`.
+    direct_boot_tables_addr: u64,
 }
 
 impl AcpiTables {
@@ -84,6 +90,7 @@ impl AcpiTables {
             &dsdt::build(&dsdt::DsdtFacts {
                 split: facts.split,
                 apic_ids: facts.apic_ids,
+                present: facts.present,
             }),
             1,
         );
@@ -102,7 +109,7 @@ impl AcpiTables {
         blob.pointer(fadt + tables::FADT_FACS_FIELD, facs);
         blob.pointer(fadt + tables::FADT_DSDT_FIELD, dsdt);
         blob.checksum(fadt);
-        let madt = blob.append(&tables::madt(facts.apic_ids), 1);
+        let madt = blob.append(&tables::madt(facts.apic_ids, facts.present), 1);
         blob.checksum(madt);
         let waet = blob.append(&tables::waet(), 1);
         blob.checksum(waet);
@@ -131,10 +138,16 @@ impl AcpiTables {
             start: 0,
             length: tables::RSDP_LEN,
         });
+        let top_of_low_ram = facts.split.below_4g.saturating_sub(TABLES_FILE_SIZE as u64);
         AcpiTables {
             tables: blob.data,
             rsdp: tables::rsdp(rsdt),
             commands,
+            direct_boot_tables_addr: if top_of_low_ram > HIGH_MEMORY_START {
+                top_of_low_ram
+            } else {
+                SMALL_RAM_TABLES_ADDR
+            },
         }
     }
 
@@ -162,18 +175,22 @@ impl AcpiTables {
         linker::link(&self.commands, &files, place)
     }
 
-    /// Direct kernel boot: the linked tables written into the E-segment; returns the RSDP
+    /// Direct kernel boot: the linked tables written into guest memory; returns the RSDP
     /// address to hand to the kernel.
     pub fn write_to(&self, memory: &GuestMemoryMmap) -> Result<u64, AcpiError> {
-        let end = DIRECT_BOOT_TABLES_ADDR + self.tables.len() as u64;
-        if end > BIOS_AREA_END {
+        let room = if self.direct_boot_tables_addr == SMALL_RAM_TABLES_ADDR {
+            BIOS_AREA_END - SMALL_RAM_TABLES_ADDR
+        } else {
+            TABLES_FILE_SIZE as u64
+        };
+        if self.tables.len() as u64 > room {
             return Err(AcpiError::TooLarge(self.tables.len()));
         }
         let linked = self.link(|file, _, _, _| {
             if file == RSDP_FILE {
                 RSDP_ADDR
             } else {
-                DIRECT_BOOT_TABLES_ADDR
+                self.direct_boot_tables_addr
             }
         })?;
         for (address, data) in linked.values() {

@@ -149,20 +149,42 @@ const MADT_LOCAL_APIC: u8 = 0;
 const MADT_IO_APIC: u8 = 1;
 const MADT_INTERRUPT_OVERRIDE: u8 = 2;
 const MADT_LOCAL_APIC_NMI: u8 = 4;
+const MADT_LOCAL_X2APIC: u8 = 9;
+const MADT_LOCAL_X2APIC_NMI: u8 = 10;
 /// MADT flag: the machine also has dual 8259 PICs.
 const MADT_PCAT_COMPAT: u32 = 1;
 /// Interrupt override flags: active high, level triggered (the PCI interrupt lines).
 const ACTIVE_HIGH_LEVEL: u16 = 0x000d;
+/// APIC ids from here on need x2APIC structures.
+pub const X2APIC_ID_FIRST: u32 = 255;
 
-/// The MADT as QEMU's `pc` builds it: one enabled local APIC per vCPU, the IOAPIC at GSI 0,
-/// IRQ 0 (the PIT) overridden to GSI 2, the PCI interrupt lines and the SCI level-triggered,
-/// and LINT1 as NMI on every processor.
-pub fn madt(apic_ids: &[u32]) -> Vec<u8> {
+/// The processor structure QEMU writes for vCPU `uid` (also the DSDT's `_MAT`): a local APIC
+/// for ids below 255, a local x2APIC above; enabled when the vCPU is present (possible but
+/// absent vCPUs are listed disabled, as QEMU does).
+pub fn madt_cpu_entry(uid: u32, apic_id: u32, present: bool) -> Vec<u8> {
+    let flags = u32::from(present).to_le_bytes();
+    if apic_id < X2APIC_ID_FIRST {
+        let mut entry = vec![MADT_LOCAL_APIC, 8, uid as u8, apic_id as u8];
+        entry.extend_from_slice(&flags);
+        entry
+    } else {
+        let mut entry = vec![MADT_LOCAL_X2APIC, 16, 0, 0];
+        entry.extend_from_slice(&apic_id.to_le_bytes());
+        entry.extend_from_slice(&flags);
+        entry.extend_from_slice(&uid.to_le_bytes());
+        entry
+    }
+}
+
+/// The MADT as QEMU's `pc` builds it: a processor structure per possible vCPU (the first
+/// `present` enabled), the IOAPIC at GSI 0, IRQ 0 (the PIT) overridden to GSI 2, the PCI
+/// interrupt lines and the SCI level-triggered, and LINT1 as NMI on every processor.
+pub fn madt(apic_ids: &[u32], present: usize) -> Vec<u8> {
     let mut body = Vec::new();
     body.extend_from_slice(&(LAPIC_START as u32).to_le_bytes());
     body.extend_from_slice(&MADT_PCAT_COMPAT.to_le_bytes());
     for (uid, &apic_id) in apic_ids.iter().enumerate() {
-        body.extend_from_slice(&[MADT_LOCAL_APIC, 8, uid as u8, apic_id as u8, 1, 0, 0, 0]);
+        body.extend_from_slice(&madt_cpu_entry(uid as u32, apic_id, uid < present));
     }
     body.extend_from_slice(&[MADT_IO_APIC, 12, 0, 0]);
     body.extend_from_slice(&(IOAPIC_START as u32).to_le_bytes());
@@ -179,8 +201,15 @@ pub fn madt(apic_ids: &[u32]) -> Vec<u8> {
         body.extend_from_slice(&gsi.to_le_bytes());
         body.extend_from_slice(&flags.to_le_bytes());
     }
-    // All processors (0xff), default polarity and trigger, LINT1.
-    body.extend_from_slice(&[MADT_LOCAL_APIC_NMI, 6, 0xff, 0, 0, 1]);
+    // LINT1 is NMI on all processors (uid 0xff / 0xffffffff), default polarity and trigger:
+    // an x2APIC structure when the highest APIC id needs x2APIC, as QEMU decides.
+    if apic_ids.last().is_some_and(|&id| id >= X2APIC_ID_FIRST) {
+        body.extend_from_slice(&[MADT_LOCAL_X2APIC_NMI, 12, 0, 0]);
+        body.extend_from_slice(&u32::MAX.to_le_bytes());
+        body.extend_from_slice(&[1, 0, 0, 0]);
+    } else {
+        body.extend_from_slice(&[MADT_LOCAL_APIC_NMI, 6, 0xff, 0, 0, 1]);
+    }
     let mut table = table_header(*b"APIC", 1, body.len());
     table.extend_from_slice(&body);
     table

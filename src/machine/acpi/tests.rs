@@ -64,6 +64,7 @@ fn tables_link_from_the_rsdp_with_valid_checksums() {
     let tables = AcpiTables::build(&AcpiFacts {
         split: &split,
         apic_ids: &[0, 1, 2, 3],
+        present: 4,
     });
     let found = reachable(&tables);
     let signatures: Vec<&[u8]> = found.iter().map(|(_, t)| &t[..4]).collect();
@@ -108,6 +109,7 @@ fn one_cpu_madt_is_byte_identical_to_qemus() {
     let tables = AcpiTables::build(&AcpiFacts {
         split: &split,
         apic_ids: &[0],
+        present: 1,
     });
     let madt = reachable(&tables)
         .into_iter()
@@ -123,6 +125,7 @@ fn fadt_facs_and_waet_match_qemus_bytes_but_for_pointers() {
     let tables = AcpiTables::build(&AcpiFacts {
         split: &split,
         apic_ids: &[0],
+        present: 1,
     });
     let found = reachable(&tables);
     let get = |sig: &[u8]| {
@@ -156,6 +159,7 @@ fn loader_commands_in_qemus_order() {
     let tables = AcpiTables::build(&AcpiFacts {
         split: &split,
         apic_ids: &[0],
+        present: 1,
     });
     let kinds: Vec<String> = tables
         .commands
@@ -183,12 +187,63 @@ fn loader_commands_in_qemus_order() {
 }
 
 #[test]
+fn x2apic_ids_get_x2apic_structures_and_processor_devices() {
+    let split = facts_split(128 << 20);
+    let tables = AcpiTables::build(&AcpiFacts {
+        split: &split,
+        apic_ids: &[0, 300],
+        present: 1,
+    });
+    let found = reachable(&tables);
+    let madt = &found.iter().find(|(_, t)| &t[..4] == b"APIC").unwrap().1;
+    let mut entries = Vec::new();
+    let mut at = 44;
+    while at < madt.len() {
+        entries.push(madt[at..at + madt[at + 1] as usize].to_vec());
+        at += madt[at + 1] as usize;
+    }
+    assert_eq!(entries[0], [0, 8, 0, 0, 1, 0, 0, 0]);
+    // Local x2APIC: id 300, disabled (absent), uid 1.
+    assert_eq!(
+        entries[1],
+        [9, 16, 0, 0, 44, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]
+    );
+    // Local x2APIC NMI for all processors, LINT1.
+    assert_eq!(
+        entries.last().unwrap(),
+        &[10, 12, 0, 0, 0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0]
+    );
+    let dsdt = &found.iter().find(|(_, t)| &t[..4] == b"DSDT").unwrap().1;
+    let has = |needle: &[u8]| dsdt.windows(needle.len()).any(|w| w == needle);
+    assert!(has(b"ACPI0007"), "a processor device for the x2APIC vCPU");
+    assert!(has(b"C001"));
+}
+
+#[test]
+fn direct_boot_puts_the_tables_where_seabios_does() {
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 128 << 20)]).unwrap();
+    let split = facts_split(128 << 20);
+    let tables = AcpiTables::build(&AcpiFacts {
+        split: &split,
+        apic_ids: &[0],
+        present: 1,
+    });
+    let rsdp = tables.write_to(&mem).unwrap();
+    let found = walk_memory(&mem, rsdp);
+    let at = |sig: &[u8]| found.iter().find(|(_, t)| &t[..4] == sig).unwrap().0;
+    // As on QEMU 7.2 with -m 128: FACS and DSDT at the start of the reserved top 128 KiB.
+    assert_eq!(at(b"FACS"), 0x7fe_0000);
+    assert_eq!(at(b"DSDT"), 0x7fe_0040);
+}
+
+#[test]
 fn direct_boot_writes_the_linked_tables_below_1_mib() {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
     let split = facts_split(1 << 20);
     let tables = AcpiTables::build(&AcpiFacts {
         split: &split,
         apic_ids: &[0, 1],
+        present: 2,
     });
     let rsdp_addr = tables.write_to(&mem).unwrap();
     assert_eq!(rsdp_addr, 0xe0000);
@@ -215,15 +270,23 @@ fn iasl_disassembles_every_table() {
         eprintln!("SKIPPED: iasl (acpica-tools) is not installed");
         return;
     }
-    for (ram, cpus) in [(128u64 << 20, 1u32), (6 << 30, 4)] {
+    // One vCPU; four with RAM above 4 GiB; x2APIC ids with an absent vCPU.
+    let configs: [(u64, &[u32], usize); 3] = [
+        (128 << 20, &[0], 1),
+        (6 << 30, &[0, 1, 2, 3], 4),
+        (128 << 20, &[0, 1, 256, 257], 3),
+    ];
+    for (ram, apic_ids, present) in configs {
+        let cpus = apic_ids.len();
         let split = facts_split(ram);
-        let apic_ids: Vec<u32> = (0..cpus).collect();
         let tables = AcpiTables::build(&AcpiFacts {
             split: &split,
-            apic_ids: &apic_ids,
+            apic_ids,
+            present,
         });
         // Direct boot: the tables as written into guest memory, found from the RSDP there.
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let mem =
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(0), split.below_4g as usize)]).unwrap();
         let rsdp = tables.write_to(&mem).unwrap();
         let direct = walk_memory(&mem, rsdp);
         // Firmware boot: as SeaBIOS links them.

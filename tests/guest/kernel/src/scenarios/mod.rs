@@ -4,6 +4,7 @@ use crate::start_info::StartInfo;
 
 mod ide;
 mod memory;
+mod pm_timer;
 mod powerbutton;
 mod reset;
 mod rtc;
@@ -30,6 +31,7 @@ const ALL: &[(&str, Scenario)] = &[
     ("ide-errors", ide::run_errors),
     ("atapi", ide::run_atapi),
     ("ide-dma-bench", ide::run_dma_bench),
+    ("pm-timer", pm_timer::run),
 ];
 
 pub const NAMES: &[&str] = &[
@@ -48,6 +50,7 @@ pub const NAMES: &[&str] = &[
     "ide-errors",
     "atapi",
     "ide-dma-bench",
+    "pm-timer",
 ];
 
 pub fn find(name: &[u8]) -> Option<Scenario> {
