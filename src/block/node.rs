@@ -353,7 +353,7 @@ impl BlockNode {
         self.check_range(off, buf.len() as u64)?;
         if self.detect_zeroes != super::options::DetectZeroes::Off
             && !buf.is_empty()
-            && buf.iter().all(|&b| b == 0)
+            && super::zero_scan::is_zero(buf)
         {
             let unmap = self.detect_zeroes == super::options::DetectZeroes::Unmap;
             return self.write_zeroes(off, buf.len() as u64, unmap);
