@@ -14,6 +14,7 @@ pub mod open;
 pub mod options;
 pub mod qcow2;
 pub mod raw;
+pub mod zero_scan;
 
 pub use error::{BlockError, BlockResult};
 pub use node::{BlockNode, BlockStatus, ImageFormat, Layer, LayerMapping};

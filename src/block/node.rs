@@ -370,7 +370,7 @@ impl BlockNode {
         let _in_flight = self.io_gate();
         if self.detect_zeroes != super::options::DetectZeroes::Off
             && !buf.is_empty()
-            && buf.iter().all(|&b| b == 0)
+            && super::zero_scan::is_zero(buf)
         {
             let unmap = self.detect_zeroes == super::options::DetectZeroes::Unmap;
             return self.write_zeroes_gated(off, buf.len() as u64, unmap);

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use vmscope::block::{AioMode, CacheMode, OpenOptions};
+use vmscope::block::{AioMode, BlockError, CacheMode, OpenOptions};
 
 use super::args::{long, opt, parse, OptSpec};
 use super::{fail, open_image, CmdResult};
@@ -48,6 +48,19 @@ fn next_rand(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The offset of request `i` as qemu-img 7.2 bench computes it: the first at `start`
+/// unwrapped, then each `step` further, wrapped modulo the image size (0 for an empty
+/// image). A request that then runs past the end fails the run with EIO, as in QEMU 7.2.
+fn sequential_offset(start: u64, step: u64, i: u64, size: u64) -> u64 {
+    if i == 0 {
+        return start;
+    }
+    if size == 0 {
+        return 0;
+    }
+    ((start as u128 + i as u128 * step as u128) % size as u128) as u64
+}
+
 pub fn bench(args: &[String]) -> CmdResult {
     let p = parse(args, SPEC).map_err(fail)?;
     let [filename] = p.positional.as_slice() else {
@@ -61,7 +74,6 @@ pub fn bench(args: &[String]) -> CmdResult {
     let flush_interval = num(&p, "flush-interval", 0, "flush interval")?;
     let pattern = num(&p, "pattern", 0, "pattern")? as u8;
     let write = p.has("w");
-    let quiet = p.has("q");
     let random = p.has("random") || p.has("random-seed");
     let seed = num(&p, "random-seed", 1, "random seed")?;
     let mut cache = match p.get("t") {
@@ -94,7 +106,8 @@ pub fn bench(args: &[String]) -> CmdResult {
     if size < bufsize {
         return Err(fail("Image too small for the buffer size"));
     }
-    if !quiet {
+    // qemu-img 7.2 bench accepts -q but prints both of its lines anyway.
+    {
         println!(
             "Sending {count} {} requests, {bufsize} bytes each, {depth} in parallel (starting at offset {start}, step size {step})",
             if write { "write" } else { "read" }
@@ -123,9 +136,7 @@ pub fn bench(args: &[String]) -> CmdResult {
                     let off = if random {
                         (next_rand(&mut rng) % slots) * bufsize
                     } else {
-                        let o = start.wrapping_add(i.wrapping_mul(step));
-                        let span = size - bufsize + 1;
-                        o % span
+                        sequential_offset(start, step, i, size)
                     };
                     let r = if write {
                         node.write_at(off, buf)
@@ -140,7 +151,12 @@ pub fn bench(args: &[String]) -> CmdResult {
                         }
                     });
                     if let Err(e) = r {
-                        *error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                        // QEMU's block layer fails requests past the end with EIO.
+                        let msg = match e {
+                            BlockError::OutOfRange { .. } => "Input/output error".to_string(),
+                            e => e.to_string(),
+                        };
+                        *error.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg);
                         next.store(count, Ordering::Relaxed);
                         break;
                     }
@@ -155,8 +171,26 @@ pub fn bench(args: &[String]) -> CmdResult {
         node.flush().map_err(|e| fail(e.to_string()))?;
     }
     let el = t0.elapsed().as_secs_f64();
-    if !quiet {
-        println!("Run completed in {el:.3} seconds.");
-    }
+    println!("Run completed in {el:.3} seconds.");
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sequential_offset;
+
+    #[test]
+    fn offsets_wrap_like_qemu_img_bench() {
+        let (size, buf) = (1u64 << 30, 65536u64);
+        assert_eq!(sequential_offset(7, buf, 0, size), 7);
+        assert_eq!(sequential_offset(0, buf, 1, size), buf);
+        // A pass wraps at the image size, keeping 64 KiB alignment.
+        let per_pass = size / buf;
+        assert_eq!(sequential_offset(0, buf, per_pass, size), 0);
+        for i in [per_pass + 1, 3 * per_pass + 7, 100_000] {
+            assert_eq!(sequential_offset(0, buf, i, size) % buf, 0, "request {i}");
+        }
+        assert_eq!(sequential_offset(8192, 10000, 3, 1 << 20), 38192);
+        assert_eq!(sequential_offset(7, 4096, 3, 0), 0);
+    }
 }

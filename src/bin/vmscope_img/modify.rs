@@ -6,6 +6,7 @@ use std::path::Path;
 use vmscope::block::node::resolve_backing_path;
 use vmscope::block::options::parse_size;
 use vmscope::block::qcow2::{self, CompressionType, Preallocation, Qcow2CreateOptions};
+use vmscope::block::zero_scan::is_zero;
 use vmscope::block::{BlockNode, CacheMode, ImageFormat, LayerMapping, OpenOptions};
 
 use super::args::{long, opt, parse, split_kv, OptSpec};
@@ -539,7 +540,7 @@ fn write_chunk(
         while pos < data.len() {
             let n = (cluster as usize).min(data.len() - pos);
             let part = &data[pos..pos + n];
-            if part.iter().all(|&b| b == 0) && !has_backing {
+            if is_zero(part) && !has_backing {
                 pos += n;
                 continue;
             }
@@ -559,12 +560,12 @@ fn write_chunk(
     let mut pos = 0usize;
     while pos < data.len() {
         let n = grain.min(data.len() - pos);
-        let zero = data[pos..pos + n].iter().all(|&b| b == 0);
+        let zero = is_zero(&data[pos..pos + n]);
         // Coalesce runs of the same kind.
         let mut end = pos + n;
         while end < data.len() {
             let m = grain.min(data.len() - end);
-            if data[end..end + m].iter().all(|&b| b == 0) != zero {
+            if is_zero(&data[end..end + m]) != zero {
                 break;
             }
             end += m;

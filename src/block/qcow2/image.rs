@@ -23,6 +23,7 @@ use super::snapshot::{self, InternalSnapshot};
 use crate::block::error::{BlockError, BlockResult};
 use crate::block::host_file::HostFile;
 use crate::block::options::Qcow2CacheOptions;
+use crate::block::zero_scan::is_zero;
 
 pub const L1E_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 pub const L2E_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
@@ -1139,17 +1140,21 @@ impl Qcow2Image {
                     let ic = in_cluster as usize;
                     let cow_is_zero = !full
                         && reuse.is_none()
-                        && data[..ic].iter().all(|&b| b == 0)
-                        && data[ic + n..].iter().all(|&b| b == 0);
+                        && is_zero(&data[..ic])
+                        && is_zero(&data[ic + n..]);
                     // The data goes to the new cluster without the lock (nothing references
                     // it yet); requests for the same guest cluster wait until the L2 entry
                     // is set, after the data, so none of their writes is lost.
                     st.allocating.insert(cluster_start);
-                    let file_len = self.file.len();
                     drop(st);
                     let r = (|| {
                         if cow_is_zero {
-                            if host < file_len? {
+                            // Zero (and, past the end of the file, extend over) the whole
+                            // cluster first, as QEMU does; where the file system cannot,
+                            // only a cluster inside the file needs explicit zeros.
+                            if !self.file.zero_range_no_fallback(host, cs)?
+                                && host < self.file.len()?
+                            {
                                 self.file.write_zeroes(host, cs)?;
                             }
                             self.file.write_at(part, host + in_cluster)
