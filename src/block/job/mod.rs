@@ -148,6 +148,14 @@ struct State {
     finished: bool,
     /// The speed changed: the rate limit restarts.
     speed_changed: bool,
+    /// Drains in progress (QEMU pauses jobs while a command drains their node).
+    drains: u32,
+}
+
+impl State {
+    fn wants_pause(&self) -> bool {
+        self.user_pauses > 0 || self.drains > 0
+    }
 }
 
 /// One running job.
@@ -335,6 +343,65 @@ impl Job {
         }
     }
 
+    /// Waits until a resumed job runs again (or has ended), at most `timeout`.
+    pub fn wait_running(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.lock();
+        while !st.finished && matches!(st.status, JobStatus::Paused | JobStatus::Standby) {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            st = self
+                .wake
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// A command drains the job's node (QEMU's `bdrv_drained_begin`/`_end` around a
+    /// snapshot): the job pauses at its next pause point for the duration of `f`, and runs
+    /// again before this returns. A job already paused by the user stays as it is.
+    pub fn drained<R>(&self, f: impl FnOnce() -> R) -> R {
+        const BOUND: Duration = Duration::from_secs(30);
+        let deadline = Instant::now() + BOUND;
+        let mut st = self.lock();
+        let visible = st.user_pauses == 0
+            && matches!(st.status, JobStatus::Running | JobStatus::Ready)
+            && !st.finished;
+        st.drains += 1;
+        self.wake.notify_all();
+        while visible
+            && !st.finished
+            && !matches!(st.status, JobStatus::Paused | JobStatus::Standby)
+            && Instant::now() < deadline
+        {
+            st = self
+                .wake
+                .wait_timeout(st, deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        drop(st);
+        let result = f();
+        let mut st = self.lock();
+        st.drains -= 1;
+        self.wake.notify_all();
+        while visible
+            && !st.finished
+            && matches!(st.status, JobStatus::Paused | JobStatus::Standby)
+            && Instant::now() < deadline
+        {
+            st = self
+                .wake
+                .wait_timeout(st, deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        result
+    }
+
     /// Waits until the job has paused or ended (for `block-job-pause`), at most `timeout`.
     pub fn wait_paused(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
@@ -416,6 +483,7 @@ impl JobList {
                 complete: false,
                 finished: false,
                 speed_changed: false,
+                drains: 0,
             }),
             wake: Condvar::new(),
             sink,
@@ -512,45 +580,49 @@ fn run(list: &Arc<JobList>, job: &Arc<Job>, mut work: Box<dyn JobWork>) {
 /// Goes through the whole range, honouring pause, cancel and speed.
 fn copy_phase(job: &Job, work: &mut dyn JobWork) -> Outcome {
     let mut limit = RateLimit::new();
+    let mut delay = Duration::ZERO;
     loop {
         {
-            let (mut st, outcome) = pause_point(job, job.lock());
+            let mut st = job.lock();
+            if st.offset >= st.len && !st.cancel {
+                return Outcome::Done;
+            }
+            // QEMU's `job_sleep_ns`: the speed limit's wait, cut short by a pause, a
+            // drain, a cancel or a new speed; either way the job then goes through its
+            // pause point and copies its next chunk (QEMU does not resume the wait).
+            if !delay.is_zero() {
+                st = job
+                    .wake
+                    .wait_timeout_while(st, delay, |st| {
+                        !st.cancel && !st.wants_pause() && !st.speed_changed
+                    })
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            if st.speed_changed {
+                limit = RateLimit::new();
+                st.speed_changed = false;
+            }
+            let (mut st, outcome) = pause_point(job, st);
             if let Some(outcome) = outcome {
                 return outcome;
-            }
-            if st.offset >= st.len {
-                return Outcome::Done;
             }
             st.busy = true;
         }
         let offset = job.lock().offset;
         let result = work.step(offset);
         let mut st = job.lock();
+        st.busy = false;
         match result {
             Ok((progress, copied)) => {
                 st.offset = (st.offset + progress.max(1)).min(st.len);
-                if st.speed_changed {
-                    limit = RateLimit::new();
-                    st.speed_changed = false;
-                }
-                let delay = limit.account(copied, st.speed);
-                st.busy = false;
-                // Sleep off the rate limit, waking for pause, cancel or a new speed.
-                let until = Instant::now() + delay;
-                while !st.cancel && st.user_pauses == 0 && !st.speed_changed {
-                    let now = Instant::now();
-                    if now >= until {
-                        break;
-                    }
-                    st = job
-                        .wake
-                        .wait_timeout(st, until - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
+                delay = if copied > 0 {
+                    limit.account(copied, st.speed)
+                } else {
+                    Duration::ZERO
+                };
             }
             Err(e) => {
-                st.busy = false;
                 drop(st);
                 (job.sink)(JobEvent::IoError {
                     id: job.id.clone(),
@@ -562,7 +634,7 @@ fn copy_phase(job: &Job, work: &mut dyn JobWork) -> Outcome {
     }
 }
 
-/// Pauses while the user asked for it; reports a cancel.
+/// Pauses while the user or a drain asks for it; reports a cancel.
 fn pause_point<'a>(
     job: &'a Job,
     mut st: MutexGuard<'a, State>,
@@ -570,7 +642,7 @@ fn pause_point<'a>(
     if st.cancel {
         return (st, Some(Outcome::Cancelled));
     }
-    if st.user_pauses > 0 {
+    if st.wants_pause() {
         st.busy = false;
         let resume_to = st.status;
         let paused_status = if resume_to == JobStatus::Ready {
@@ -580,10 +652,11 @@ fn pause_point<'a>(
         };
         job.set_status(&mut st, paused_status);
         job.wake.notify_all();
-        while st.user_pauses > 0 && !st.cancel {
+        while st.wants_pause() && !st.cancel {
             st = job.wake.wait(st).unwrap_or_else(|p| p.into_inner());
         }
         job.set_status(&mut st, resume_to);
+        job.wake.notify_all();
         if st.cancel {
             return (st, Some(Outcome::Cancelled));
         }

@@ -40,6 +40,9 @@ pub struct CommitRequest {
 /// How long job commands wait for a job to react (cancel) before answering anyway.
 const JOB_REACTION_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long pause and resume wait for the job to get there (one chunk at most).
+const JOB_PAUSE_WAIT: Duration = Duration::from_secs(5);
+
 /// QEMU's `id_wellformed`: a letter, then letters, digits, `-`, `.`, `_`.
 fn id_wellformed(id: &str) -> bool {
     let mut chars = id.chars();
@@ -338,24 +341,39 @@ impl MonitorCommands {
             .map_err(|e| CommandError::generic(e.to_string()))?;
         let state = self.block_state();
         let events = self.events_arc();
-        state
-            .gate
-            .open_while(&events, || job.wait_finished(JOB_REACTION_TIMEOUT));
+        state.gate.open_until(&events, id, &["null"], || {
+            job.wait_finished(JOB_REACTION_TIMEOUT)
+        });
         Ok(())
     }
 
-    /// `block-job-pause`.
+    /// `block-job-pause`: QEMU's job reaches its pause point (and says so) before the
+    /// command returns, unless it is in the middle of a copy.
     pub fn block_job_pause(&self, id: &str) -> Result<(), CommandError> {
-        self.find_job(id)?
-            .pause()
-            .map_err(|e| CommandError::generic(e.to_string()))
+        let job = self.find_job(id)?;
+        job.pause()
+            .map_err(|e| CommandError::generic(e.to_string()))?;
+        let events = self.events_arc();
+        self.block_state()
+            .gate
+            .open_until(&events, id, &["paused", "standby"], || {
+                job.wait_paused(JOB_PAUSE_WAIT)
+            });
+        Ok(())
     }
 
-    /// `block-job-resume`.
+    /// `block-job-resume`: the job runs again before the command returns.
     pub fn block_job_resume(&self, id: &str) -> Result<(), CommandError> {
-        self.find_job(id)?
-            .resume()
-            .map_err(|e| CommandError::generic(e.to_string()))
+        let job = self.find_job(id)?;
+        job.resume()
+            .map_err(|e| CommandError::generic(e.to_string()))?;
+        let events = self.events_arc();
+        self.block_state()
+            .gate
+            .open_until(&events, id, &["running", "ready"], || {
+                job.wait_running(JOB_PAUSE_WAIT)
+            });
+        Ok(())
     }
 
     /// `block-job-complete`.

@@ -96,6 +96,16 @@ impl MonitorCommands {
     /// `transaction` of `blockdev-snapshot-sync` actions: every overlay is prepared before
     /// any is put on top; one failure leaves every drive as it was.
     pub fn snapshot_transaction(&self, requests: &[SnapshotRequest]) -> Result<(), CommandError> {
+        // QEMU drains every node first (jobs pause and resume, and say so).
+        let state = self.block_state();
+        let events = self.events_arc();
+        for job in state.jobs.list() {
+            state
+                .gate
+                .open_until(&events, job.id(), &["running", "ready"], || {
+                    job.drained(|| ())
+                });
+        }
         let mut prepared = Vec::with_capacity(requests.len());
         for request in requests {
             prepared.push(self.prepare_snapshot(request, &prepared)?);
@@ -118,6 +128,17 @@ impl MonitorCommands {
                 drive.id()
             )));
         };
+        // The node is drained while QEMU prepares the snapshot; a job on it is paused
+        // meanwhile (and the snapshot then refused).
+        let state = self.block_state();
+        if let Some(job) = state.jobs.on_drive(drive.id()) {
+            let events = self.events_arc();
+            state
+                .gate
+                .open_until(&events, job.id(), &["running", "ready"], || {
+                    job.drained(|| ())
+                });
+        }
         self.check_not_busy(&drive)?;
         if earlier.iter().any(|p| Arc::ptr_eq(&p.node, &node)) {
             // QEMU's transaction would stack both overlays; vmscope refuses rather than
