@@ -397,6 +397,35 @@ fn query_block_and_info_block() {
     ]));
 }
 
+/// Drives without a medium and read-only drives.
+#[test]
+fn empty_and_read_only_drives() {
+    if skip_without_qemu() {
+        return;
+    }
+    let mut pair = Pair::start(
+        "blkro",
+        true,
+        &[
+            "if=none,id=drive0,file=mid.qcow2,readonly=on",
+            "if=none,id=cd,media=cdrom",
+        ],
+    );
+    pair.assert_same_qmp(&lines(&[
+        CAPS,
+        "{\"execute\": \"block-stream\", \"arguments\": {\"device\": \"cd\"}}",
+        "{\"execute\": \"blockdev-snapshot-sync\", \"arguments\": {\"device\": \"cd\", \"snapshot-file\": \"DIR/s2.qcow2\"}}",
+        "{\"execute\": \"block-commit\", \"arguments\": {\"device\": \"cd\"}}",
+        &hmp_in_qmp("commit cd"),
+        "{\"execute\": \"blockdev-snapshot-sync\", \"arguments\": {\"device\": \"drive0\", \"snapshot-file\": \"DIR/s1.qcow2\"}}",
+        &hmp_in_qmp("commit drive0"),
+        &hmp_in_qmp("info block"),
+        "{\"execute\": \"query-block\"}",
+    ]));
+    let (q, v) = pair.quit();
+    assert_eq!(image_info(&v, "s1.qcow2"), image_info(&q, "s1.qcow2"));
+}
+
 /// `query-blockstats` without the `parent` member QEMU adds for the protocol (file) node,
 /// which vmscope does not have: everything else is compared.
 #[test]

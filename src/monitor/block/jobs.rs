@@ -177,9 +177,9 @@ impl MonitorCommands {
             ));
         }
         let drive = self.lookup_drive(Some(&r.device), Some(&r.device))?;
-        let node = drive
-            .node()
-            .ok_or_else(|| cannot_find(Some(&r.device), None))?;
+        let node = drive.node().ok_or_else(|| {
+            CommandError::generic(format!("Device '{}' has no medium", drive.id()))
+        })?;
         let chain_len = node.chain_len();
         let base_depth = if let Some(base) = &r.base {
             find_backing_image(&node, 0, base).ok_or_else(|| {
@@ -199,6 +199,13 @@ impl MonitorCommands {
             chain_len
         };
         self.check_not_busy(&drive)?;
+        if node.is_read_only() {
+            // QEMU 7.2 reopens the image read-write for the job; vmscope does not.
+            return Err(CommandError::generic(format!(
+                "vmscope cannot stream into the read-only drive '{}'",
+                drive.id()
+            )));
+        }
         let new_backing = if base_depth < chain_len {
             let layers = node.chain();
             let base = &layers[base_depth];
@@ -296,6 +303,11 @@ impl MonitorCommands {
             // Nothing to commit into without a backing file.
             if node.chain_len() < 2 {
                 return Err(unsupported());
+            }
+            if node.is_read_only() {
+                return Err(format!(
+                    "Block node is read-only\n'commit' error for '{name}': Operation not permitted"
+                ));
             }
             if self.block_state().jobs.on_drive(drive.id()).is_some() {
                 return Err(format!(
