@@ -112,3 +112,94 @@ impl EventGate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::monitor::qmp::{EventListener, QObject};
+
+    struct Names(Mutex<Vec<String>>);
+
+    impl EventListener for Names {
+        fn deliver(&self, event: &QObject) {
+            let QObject::Dict(d) = event else { return };
+            let name = match d.get("event") {
+                Some(QObject::String(s)) => s.clone(),
+                _ => String::new(),
+            };
+            let status = match d.get("data") {
+                Some(QObject::Dict(data)) => match data.get("status") {
+                    Some(QObject::String(s)) => format!(":{s}"),
+                    _ => String::new(),
+                },
+                _ => String::new(),
+            };
+            self.0.lock().unwrap().push(format!("{name}{status}"));
+        }
+    }
+
+    fn setup() -> (EventGate, MonitorEvents, Arc<Names>, Arc<dyn EventListener>) {
+        let events = MonitorEvents::new();
+        let names = Arc::new(Names(Mutex::new(Vec::new())));
+        let listener: Arc<dyn EventListener> = names.clone();
+        events.subscribe(Arc::downgrade(&listener));
+        (EventGate::default(), events, names, listener)
+    }
+
+    fn status(id: &str, s: &str) -> Option<QDict> {
+        Some(QDict::new().with("id", id).with("status", s))
+    }
+
+    fn from_other_thread(gate: &EventGate, events: &MonitorEvents, s: &str) {
+        std::thread::scope(|scope| {
+            scope.spawn(|| gate.emit(events, "JOB_STATUS_CHANGE", status("j", s)));
+        });
+    }
+
+    #[test]
+    fn job_events_wait_for_the_reply_of_the_command_in_progress() {
+        let (gate, events, names, _l) = setup();
+        gate.begin_command();
+        // The command's own thread: at once.
+        gate.emit(&events, "JOB_STATUS_CHANGE", status("j", "created"));
+        // Another thread: after the reply.
+        from_other_thread(&gate, &events, "waiting");
+        events.emit("REPLY", None);
+        gate.end_command(&events);
+        // No command: at once.
+        from_other_thread(&gate, &events, "null");
+        assert_eq!(
+            *names.0.lock().unwrap(),
+            [
+                "JOB_STATUS_CHANGE:created",
+                "REPLY",
+                "JOB_STATUS_CHANGE:waiting",
+                "JOB_STATUS_CHANGE:null"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_awaited_job_reports_up_to_its_status_before_the_reply() {
+        let (gate, events, names, _l) = setup();
+        gate.begin_command();
+        from_other_thread(&gate, &events, "paused");
+        gate.open_until(&events, "j", &["running"], || {
+            from_other_thread(&gate, &events, "running");
+            from_other_thread(&gate, &events, "waiting");
+        });
+        events.emit("REPLY", None);
+        gate.end_command(&events);
+        assert_eq!(
+            *names.0.lock().unwrap(),
+            [
+                "JOB_STATUS_CHANGE:paused",
+                "JOB_STATUS_CHANGE:running",
+                "REPLY",
+                "JOB_STATUS_CHANGE:waiting"
+            ]
+        );
+    }
+}
