@@ -699,3 +699,131 @@ fn wait_for_completion<'a>(
         st = job.wake.wait(st).unwrap_or_else(|p| p.into_inner());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Copies `chunks` chunks of 1 KiB, failing at chunk `fail_at` (if any).
+    struct Fake {
+        chunks: u64,
+        fail_at: Option<u64>,
+        finished: Arc<Mutex<bool>>,
+    }
+
+    impl JobWork for Fake {
+        fn total_len(&self) -> u64 {
+            self.chunks * 1024
+        }
+        fn step(&mut self, offset: u64) -> Result<(u64, u64), StepError> {
+            if Some(offset / 1024) == self.fail_at {
+                return Err(StepError {
+                    write: true,
+                    error: crate::block::BlockError::ReadOnly,
+                });
+            }
+            Ok((1024, 1024))
+        }
+        fn finish(&mut self) -> BlockResult<()> {
+            *self.finished.lock().unwrap() = true;
+            Ok(())
+        }
+    }
+
+    fn run_fake(fail_at: Option<u64>) -> (Vec<JobEvent>, bool) {
+        let list = Arc::new(JobList::new());
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink_events = events.clone();
+        let finished = Arc::new(Mutex::new(false));
+        let job = list
+            .start(
+                JobSpec {
+                    id: "j".into(),
+                    kind: JobType::Stream,
+                    drive: "d".into(),
+                    speed: 0,
+                },
+                Box::new(Fake {
+                    chunks: 8,
+                    fail_at,
+                    finished: finished.clone(),
+                }),
+                Arc::new(move |e| sink_events.lock().unwrap().push(e)),
+            )
+            .unwrap();
+        job.wait_finished(Duration::from_secs(10));
+        assert!(list.list().is_empty());
+        let events = events.lock().unwrap().clone();
+        let finished = *finished.lock().unwrap();
+        (events, finished)
+    }
+
+    fn status(s: JobStatus) -> JobEvent {
+        JobEvent::StatusChange {
+            id: "j".into(),
+            status: s,
+        }
+    }
+
+    #[test]
+    fn a_failed_step_reports_the_error_then_completes_with_it() {
+        let (events, finished) = run_fake(Some(3));
+        assert!(!finished, "a failed job must not make its switch");
+        let info = JobInfo {
+            id: "j".into(),
+            kind: JobType::Stream,
+            len: 8192,
+            offset: 3072,
+            speed: 0,
+            busy: false,
+            paused: false,
+            ready: false,
+            status: JobStatus::Aborting,
+            error: Some(crate::block::BlockError::ReadOnly.to_string()),
+        };
+        assert_eq!(
+            events,
+            [
+                status(JobStatus::Created),
+                status(JobStatus::Running),
+                JobEvent::IoError {
+                    id: "j".into(),
+                    write: true
+                },
+                status(JobStatus::Aborting),
+                JobEvent::Completed(info),
+                status(JobStatus::Concluded),
+                status(JobStatus::Null),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_successful_job_finishes_with_its_switch() {
+        let (events, finished) = run_fake(None);
+        assert!(finished);
+        let names: Vec<_> = events
+            .iter()
+            .map(|e| match e {
+                JobEvent::StatusChange { status, .. } => status.as_str(),
+                JobEvent::Completed(info) => {
+                    assert_eq!((info.offset, info.len, &info.error), (8192, 8192, &None));
+                    "COMPLETED"
+                }
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "created",
+                "running",
+                "waiting",
+                "pending",
+                "COMPLETED",
+                "concluded",
+                "null"
+            ]
+        );
+    }
+}
