@@ -128,6 +128,11 @@ pub trait JobWork: Send + 'static {
     fn waits_for_completion(&self) -> bool {
         false
     }
+    /// Called now and then while the job is `ready` (active commit keeps the base in
+    /// step with guest writes, so the final switch has little left to copy).
+    fn sync_while_ready(&mut self) -> BlockResult<()> {
+        Ok(())
+    }
     /// The final switch of a successful job (backing file rewrite, pivot).
     fn finish(&mut self) -> BlockResult<()>;
 }
@@ -528,7 +533,7 @@ fn run(list: &Arc<JobList>, job: &Arc<Job>, mut work: Box<dyn JobWork>) {
     let outcome = copy_phase(job, work.as_mut());
     let st = job.lock();
     let (mut st, outcome) = match outcome {
-        Outcome::Done if work.waits_for_completion() => wait_for_completion(job, st),
+        Outcome::Done if work.waits_for_completion() => wait_for_completion(job, st, work.as_mut()),
         other => (st, other),
     };
     st.busy = true;
@@ -669,7 +674,9 @@ fn pause_point<'a>(
 fn wait_for_completion<'a>(
     job: &'a Job,
     mut st: MutexGuard<'a, State>,
+    work: &mut dyn JobWork,
 ) -> (MutexGuard<'a, State>, Outcome) {
+    const SYNC_INTERVAL: Duration = Duration::from_millis(200);
     st.busy = false;
     if st.status != JobStatus::Ready {
         job.set_status(&mut st, JobStatus::Ready);
@@ -696,7 +703,19 @@ fn wait_for_completion<'a>(
         if st.complete || st.cancel {
             continue;
         }
-        st = job.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+        let (guard, timeout) = job
+            .wake
+            .wait_timeout(st, SYNC_INTERVAL)
+            .unwrap_or_else(|p| p.into_inner());
+        st = guard;
+        if timeout.timed_out() && !st.complete && !st.cancel {
+            drop(st);
+            let synced = work.sync_while_ready();
+            st = job.lock();
+            if let Err(e) = synced {
+                return (st, Outcome::Failed(e.to_string()));
+            }
+        }
     }
 }
 
