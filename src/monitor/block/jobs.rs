@@ -54,15 +54,17 @@ fn id_wellformed(id: &str) -> bool {
 /// to, as the header above it names it, as it was opened, or as the same file.
 fn find_backing_image(node: &BlockNode, from: usize, name: &str) -> Option<usize> {
     let layers = node.chain();
-    let wanted = std::fs::canonicalize(name).ok();
+    // An absolute name also matches the same file reached through another path.
+    let wanted = std::path::Path::new(name)
+        .is_absolute()
+        .then(|| std::fs::canonicalize(name).ok())
+        .flatten();
     for depth in from + 1..layers.len() {
         let above = &layers[depth - 1];
         let layer = &layers[depth];
         let by_header = above.current_backing().0.as_deref() == Some(name);
         let by_name = layer.filename.to_string_lossy() == name;
-        let by_file = wanted.is_some()
-            && Some(name).is_some_and(|n| std::path::Path::new(n).is_absolute())
-            && std::fs::canonicalize(&layer.filename).ok() == wanted;
+        let by_file = wanted.is_some() && std::fs::canonicalize(&layer.filename).ok() == wanted;
         if by_header || by_name || by_file {
             return Some(depth);
         }
