@@ -497,12 +497,18 @@ fn snapshots_and_their_errors() {
         "{\"execute\": \"transaction\", \"arguments\": {\"actions\": []}}",
         "{\"execute\": \"transaction\", \"arguments\": {\"actions\": [{\"type\": \"blockdev-snapshot-sync\", \"data\": {\"device\": \"drive0\", \"snapshot-file\": \"DIR/t3.qcow2\"}}]}}",
         "{\"execute\": \"query-block\"}",
+        "{\"execute\": \"blockdev-snapshot-sync\", \"arguments\": {\"device\": \"drive0\", \"snapshot-file\": \"DIR/n0.qcow2\", \"snapshot-node-name\": \"x y\"}}",
+        "{\"execute\": \"blockdev-snapshot-sync\", \"arguments\": {\"device\": \"drive0\", \"snapshot-file\": \"DIR/n1.qcow2\", \"snapshot-node-name\": \"drive0\"}}",
+        "{\"execute\": \"blockdev-snapshot-sync\", \"arguments\": {\"device\": \"drive0\", \"snapshot-file\": \"DIR/n2.qcow2\", \"snapshot-node-name\": \"snap2\"}}",
+        // Two snapshots of one drive in a transaction: the second on top of the first.
+        "{\"execute\": \"transaction\", \"arguments\": {\"actions\": [{\"type\": \"blockdev-snapshot-sync\", \"data\": {\"device\": \"drive0\", \"snapshot-file\": \"DIR/u1.qcow2\"}}, {\"type\": \"blockdev-snapshot-sync\", \"data\": {\"device\": \"drive0\", \"snapshot-file\": \"DIR/u2.qcow2\"}}]}}",
+        "{\"execute\": \"query-block\"}",
     ]));
     pair.assert_same_hmp(&lines(&[
         "snapshot_blkdev",
         "snapshot_blkdev drive0",
         "snapshot_blkdev nodev DIR/h.qcow2",
-        "snapshot_blkdev drive0 DIR/t3.qcow2",
+        "snapshot_blkdev drive0 DIR/u2.qcow2",
         "snapshot_blkdev drive0 DIR/h.qcow2 foo",
         "snapshot_blkdev drive0 DIR/h.qcow2 qcow2 extra",
         "snapshot_blkdev -x drive0 DIR/h.qcow2",
@@ -513,7 +519,10 @@ fn snapshots_and_their_errors() {
         "info block",
     ]));
     let (q, v) = pair.quit();
-    for file in ["s1.qcow2", "s2.qcow2", "t3.qcow2", "h1.qcow2", "h2.qcow2"] {
+    for file in [
+        "s1.qcow2", "s2.qcow2", "t3.qcow2", "u1.qcow2", "u2.qcow2", "n0.qcow2", "h1.qcow2",
+        "h2.qcow2",
+    ] {
         assert_eq!(image_info(&v, file), image_info(&q, file), "{file}");
         assert_same_contents(&q, &v, file);
     }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{cannot_find, device_not_found, int};
+use super::{cannot_find, device_not_found, id_wellformed, int};
 use crate::block::drive::Drive;
 use crate::block::job::{
     CommitWork, HmpCommit, Job, JobEvent, JobEventSink, JobInfo, JobSpec, JobType, StreamWork,
@@ -42,13 +42,6 @@ const JOB_REACTION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long pause and resume wait for the job to get there (one chunk at most).
 const JOB_PAUSE_WAIT: Duration = Duration::from_secs(5);
-
-/// QEMU's `id_wellformed`: a letter, then letters, digits, `-`, `.`, `_`.
-fn id_wellformed(id: &str) -> bool {
-    let mut chars = id.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
-}
 
 /// QEMU's `bdrv_find_backing_image`: the layer below the active one that `name` refers
 /// to, as the header above it names it, as it was opened, or as the same file.
