@@ -60,6 +60,38 @@ pub struct Config {
     pub data_dirs: Vec<PathBuf>,
     /// Drives (`-drive`, `-hda`, `-cdrom`...), in command-line order.
     pub drives: Vec<DriveConfig>,
+    /// `-rtc base=...,clock=...`.
+    pub rtc: RtcConfig,
+}
+
+/// `-rtc base=`: what the CMOS clock starts from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RtcBase {
+    /// The host's time, in UTC (QEMU's default).
+    #[default]
+    Utc,
+    /// The host's time, in the host's time zone.
+    LocalTime,
+    /// A given date and time (UTC), as seconds since the epoch.
+    Date(i64),
+}
+
+/// `-rtc clock=`: which clock the CMOS time advances with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RtcClock {
+    /// The host's real-time clock (QEMU's default).
+    #[default]
+    Host,
+    /// The host's monotonic clock (`rt`).
+    Realtime,
+    /// The VM's virtual clock, stopped while the VM is (`vm`).
+    Virtual,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RtcConfig {
+    pub base: RtcBase,
+    pub clock: RtcClock,
 }
 
 /// One drive to open, and the option it came from (QEMU prefixes open errors with it).
@@ -77,6 +109,10 @@ pub struct BootConfig {
     pub order: String,
     /// Milliseconds SeaBIOS waits before rebooting when nothing boots; -1 never.
     pub reboot_timeout: i32,
+    /// `menu=on`: the firmware offers its boot menu.
+    pub menu: bool,
+    /// `splash-time=`: how long (ms) the firmware shows the menu prompt.
+    pub splash_time: Option<u16>,
 }
 
 impl Default for BootConfig {
@@ -84,6 +120,8 @@ impl Default for BootConfig {
         BootConfig {
             order: "cad".into(),
             reboot_timeout: -1,
+            menu: false,
+            splash_time: None,
         }
     }
 }

@@ -10,7 +10,9 @@ use vmscope::config::SmpConfig;
 use vmscope::config::{Accelerator, Config, DriveConfig, MonitorMode};
 use vmscope::hw::serial::SerialPort;
 use vmscope::machine::{GuestNotice, Machine, Next};
-use vmscope::monitor::{Hmp, MonitorCommands, Qmp, RunState, SystemReset, VcpuInfo, VmControl};
+use vmscope::monitor::{
+    Hmp, MonitorCommands, Qmp, RunState, SystemReset, VcpuInfo, VcpuRegisters, VmControl,
+};
 use vmscope::process::{daemonize, set_process_name, PidFile};
 
 /// COM1 as a chardev front end. The UART is created with the machine, after the chardev
@@ -77,6 +79,15 @@ impl VmControl for MachineControl {
         }
         self.machine().reset_machine().map_err(|e| e.to_string())?;
         Ok(SystemReset::Reset)
+    }
+    fn cpu_registers(&self, index: u32) -> Result<VcpuRegisters, String> {
+        self.machine()
+            .vcpu_registers(index)
+            .map_err(|e| e.to_string())
+    }
+    fn system_powerdown(&self) -> Result<(), String> {
+        self.machine().press_power_button();
+        Ok(())
     }
     fn vcpus(&self) -> Vec<VcpuInfo> {
         // Threads fastest, then cores, dies, sockets: QEMU's numbering of cpu-index.
@@ -174,7 +185,8 @@ fn run(config: Config) -> i32 {
     let commands = Arc::new(
         MonitorCommands::new(control.clone())
             .with_vm_name(config.name.clone())
-            .with_drives(drives.clone()),
+            .with_drives(drives.clone())
+            .with_chardevs(chardevs.info_source()),
     );
     let _ = signal_commands.set(commands.clone());
     for monitor in &config.monitors {
@@ -244,6 +256,7 @@ fn run(config: Config) -> i32 {
             let next = events_machine.handle_events(&mut |notice| match notice {
                 GuestNotice::Shutdown { reason } => events.shutdown(true, reason),
                 GuestNotice::Reset => events.reset(true, "guest-reset"),
+                GuestNotice::SuspendDisk => events.emit("SUSPEND_DISK", None),
                 GuestNotice::Stopped => events.emit("STOP", None),
             });
             if let Next::Exit(status) = next {

@@ -66,8 +66,17 @@ fn help_has_qemu_layout_and_vmscope_options() {
             assert!(ours.stdout.contains(option), "{option}");
         }
         // Options vmscope refuses are not advertised.
-        for option in ["\n-drive ", "\n-netdev ", "\n-usb ", "\n-spice "] {
+        for option in ["\n-fda", "\n-netdev ", "\n-usb ", "\n-spice "] {
             assert!(!ours.stdout.contains(option), "{option}");
+        }
+        // Drives are, with QEMU's lines where vmscope takes every value QEMU does.
+        for line in [
+            "\n-hda/-hdb file  use 'file' as hard disk 0/1 image\n",
+            "\n-cdrom file     use 'file' as CD-ROM image\n",
+            "\n-snapshot       write to temporary files instead of disk image files\n",
+        ] {
+            assert!(ours.stdout.contains(line), "{line}");
+            assert!(theirs.stdout.contains(line), "{line}");
         }
     }
 }

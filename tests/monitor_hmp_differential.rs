@@ -111,6 +111,8 @@ fn help_transcript() {
         b"help stop\n",
         b"help cont\n",
         b"help quit\n",
+        b"help system_powerdown\n",
+        b"help system_reset\n",
         b"help help\n",
         b"help ?\n",
         b"? stop\n",
@@ -123,6 +125,18 @@ fn help_transcript() {
         b"help c\n",
         b"help q\n",
         b"help s\n",
+    ]);
+}
+
+#[test]
+fn system_powerdown_transcript() {
+    if skip_without_qemu() {
+        return;
+    }
+    assert_same(&[
+        b"system_powerdown\n",
+        b"system_powerdown x\n",
+        b"info status\n",
     ]);
 }
 

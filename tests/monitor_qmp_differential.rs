@@ -327,6 +327,20 @@ fn system_reset_sends_reset_before_its_reply() {
 }
 
 #[test]
+fn system_powerdown_sends_powerdown_before_its_reply() {
+    if skip_without_qemu() {
+        return;
+    }
+    assert_same(&[
+        CAPS,
+        b"{\"execute\": \"system_powerdown\", \"id\": 1}\n",
+        b"{\"execute\": \"system_powerdown\", \"arguments\": {\"x\": 1}}\n",
+        b"{\"execute\": \"human-monitor-command\", \"arguments\": {\"command-line\": \"system_powerdown\"}}\n",
+        b"{\"execute\": \"query-status\"}\n",
+    ]);
+}
+
+#[test]
 fn nothing_runs_after_quit_even_on_the_same_line() {
     if skip_without_qemu() {
         return;

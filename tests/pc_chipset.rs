@@ -12,6 +12,7 @@ use vmscope::hw::pc::chipset::{Chipset, ChipsetParts};
 use vmscope::hw::pc::fw_cfg::{FwCfgBuilder, FW_CFG_NB_CPUS};
 use vmscope::hw::pc::pam::{PamAccess, ShadowControl, SEGMENT_COUNT};
 use vmscope::hw::pc::rtc::{CmosFacts, Rtc};
+use vmscope::hw::pc::rtc_clock::RtcTimeSource;
 use vmscope::hw::pci::config::{ConfigSpace, Identity};
 use vmscope::hw::pci::{devfn, PciFunction};
 use vmscope::hw::pm::PowerManagement;
@@ -73,6 +74,7 @@ fn pc_with(
                     boot_order: "cad".into(),
                 },
                 Box::new(|| {}),
+                RtcTimeSource::new(Default::default(), Default::default()),
             )),
             extra_functions,
         },

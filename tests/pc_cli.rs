@@ -31,7 +31,9 @@ fn defaults_are_qemus() {
         c.boot,
         BootConfig {
             order: "cad".into(),
-            reboot_timeout: -1
+            reboot_timeout: -1,
+            menu: false,
+            splash_time: None,
         }
     );
 }
@@ -48,7 +50,7 @@ fn firmware_options_reach_the_config() {
         "-L",
         "/opt/fw2",
         "-boot",
-        "order=dc,reboot-timeout=2000,menu=off",
+        "order=dc,reboot-timeout=2000,menu=on,splash-time=1500",
         "-rtc",
         "base=utc,clock=host",
         "-chardev",
@@ -66,7 +68,9 @@ fn firmware_options_reach_the_config() {
         c.boot,
         BootConfig {
             order: "dc".into(),
-            reboot_timeout: 2000
+            reboot_timeout: 2000,
+            menu: true,
+            splash_time: Some(1500),
         }
     );
     assert_eq!(

@@ -41,6 +41,8 @@ pub struct DriveSpec {
     pub open: OpenOptions,
     /// `snapshot=on`: writes go to a temporary overlay that is deleted on exit.
     pub snapshot: bool,
+    /// The device the drive is attached to, as QEMU names it (a qdev id or QOM path).
+    pub device: Option<String>,
 }
 
 /// I/O accounting as QEMU's `BlockAcctStats` keeps it (the fields `query-blockstats`
@@ -162,9 +164,9 @@ impl Drive {
             Some(file) => Some(Arc::new(open_node(file, &spec.open)?)),
         };
         Ok(Drive {
+            device: Mutex::new(spec.device.clone()),
             spec,
             node: RwLock::new(node),
-            device: Mutex::new(None),
             stats: BlockStats::default(),
             temporary_overlay,
         })
@@ -336,6 +338,7 @@ mod tests {
                 ..Default::default()
             },
             snapshot,
+            device: None,
         }
     }
 

@@ -3,13 +3,15 @@
 
 use std::fs::{File, OpenOptions as FsOpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use super::aio;
 use super::error::{BlockError, BlockResult};
-use super::options::CacheMode;
+use super::options::{AioMode, CacheMode};
 
 /// Alignment used for O_DIRECT transfers. 4096 satisfies both 512e and 4Kn devices.
 const DIRECT_ALIGN: usize = 4096;
@@ -64,13 +66,31 @@ pub struct HostFile {
     writethrough: bool,
     no_flush: bool,
     is_block_device: bool,
+    /// The engine reads, writes and flushes go through (`aio=`).
+    aio: AioMode,
+    /// Requests completed through the `native` or `io_uring` engine: lets tests and
+    /// statistics see that the engine asked for is the one doing the work.
+    engine_requests: AtomicU64,
     /// Serialises read-modify-write cycles of unaligned O_DIRECT writes.
     rmw_lock: Mutex<()>,
 }
 
 impl HostFile {
-    /// Opens `path` with the given cache mode.
+    /// Opens `path` with the given cache mode and the default `aio=threads` engine.
     pub fn open(path: &Path, read_only: bool, cache: CacheMode) -> BlockResult<Self> {
+        Self::open_with_aio(path, read_only, cache, AioMode::Threads)
+    }
+
+    /// Opens `path` with the given cache mode and I/O engine. The engine is checked here
+    /// (QEMU's rules and messages), so an engine that cannot run fails the open.
+    pub fn open_with_aio(
+        path: &Path,
+        read_only: bool,
+        cache: CacheMode,
+        aio_mode: AioMode,
+    ) -> BlockResult<Self> {
+        aio_mode.validate(cache)?;
+        aio::check_available(aio_mode)?;
         let mut oo = FsOpenOptions::new();
         oo.read(true).write(!read_only);
         let mut flags = libc::O_CLOEXEC;
@@ -94,8 +114,27 @@ impl HostFile {
             writethrough: cache.writethrough(),
             no_flush: cache.no_flush(),
             is_block_device,
+            aio: aio_mode,
+            engine_requests: AtomicU64::new(0),
             rmw_lock: Mutex::new(()),
         })
+    }
+
+    /// The I/O engine this file uses.
+    pub fn aio_mode(&self) -> AioMode {
+        self.aio
+    }
+
+    /// How many requests the `native`/`io_uring` engine has completed for this file (0
+    /// with `aio=threads`).
+    pub fn engine_requests(&self) -> u64 {
+        self.engine_requests.load(Ordering::Relaxed)
+    }
+
+    fn count_engine_request(&self) {
+        if self.aio != AioMode::Threads {
+            self.engine_requests.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -167,7 +206,14 @@ impl HostFile {
     fn read_exact_or_zero(&self, buf: &mut [u8], off: u64) -> BlockResult<()> {
         let mut done = 0;
         while done < buf.len() {
-            match self.file.read_at(&mut buf[done..], off + done as u64) {
+            let r = aio::pread(
+                self.aio,
+                self.file.as_raw_fd(),
+                &mut buf[done..],
+                off + done as u64,
+            );
+            self.count_engine_request();
+            match r {
                 Ok(0) => {
                     buf[done..].fill(0);
                     break;
@@ -238,7 +284,14 @@ impl HostFile {
     fn write_all(&self, buf: &[u8], off: u64) -> BlockResult<()> {
         let mut done = 0;
         while done < buf.len() {
-            match self.file.write_at(&buf[done..], off + done as u64) {
+            let r = aio::pwrite(
+                self.aio,
+                self.file.as_raw_fd(),
+                &buf[done..],
+                off + done as u64,
+            );
+            self.count_engine_request();
+            match r {
                 Ok(0) => {
                     return Err(BlockError::io(
                         format!("Could not write '{}'", self.path.display()),
@@ -273,9 +326,9 @@ impl HostFile {
     }
 
     fn sync(&self) -> BlockResult<()> {
-        self.file
-            .sync_data()
-            .map_err(|e| BlockError::io(format!("Could not flush '{}'", self.path.display()), e))
+        let r = aio::fdatasync(self.aio, self.file.as_raw_fd());
+        self.count_engine_request();
+        r.map_err(|e| BlockError::io(format!("Could not flush '{}'", self.path.display()), e))
     }
 
     /// Sets the file length (regular files only).

@@ -4,6 +4,7 @@
 //! (the thing a disk device reads and writes); [`qcow2::create`] makes images and overlays
 //! ([`create_overlay`] for `snapshot_blkdev`).
 
+pub mod aio;
 pub mod drive;
 pub mod error;
 pub mod host_file;

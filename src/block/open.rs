@@ -42,7 +42,7 @@ pub fn open_layer(
     qcow2_opts: &Qcow2CacheOptions,
     warnings: &mut Vec<String>,
 ) -> BlockResult<(Layer, bool)> {
-    let file = HostFile::open(path, read_only, opts.cache)?;
+    let file = HostFile::open_with_aio(path, read_only, opts.cache, opts.aio)?;
     let format = match format {
         Some(f) => f,
         None => probe_format(&file)?,

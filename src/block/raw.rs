@@ -16,8 +16,10 @@ impl RawImage {
         &self.file
     }
 
+    /// The file length rounded up to whole 512-byte sectors, as QEMU reports raw images
+    /// (the tail past the end of the file reads as zeros).
     pub fn virtual_size(&self) -> BlockResult<u64> {
-        self.file.len()
+        Ok(self.file.len()?.div_ceil(512).saturating_mul(512))
     }
 
     fn check_range(&self, off: u64, len: u64) -> BlockResult<()> {

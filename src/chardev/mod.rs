@@ -35,6 +35,7 @@ mod output;
 mod registry;
 mod signals;
 mod socket;
+mod status;
 mod telnet;
 mod terminal;
 
@@ -44,6 +45,7 @@ pub use mux::MAX_MUX_FRONTENDS;
 pub use output::{ChardevWriter, OUTPUT_QUEUE_LIMIT};
 pub use registry::Chardevs;
 pub use signals::TerminationSignal;
+pub use status::{ChardevInfo, ChardevInfoSource};
 
 /// Something a front end is told about, always on the loop thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::device::{Chardev, MuxHooks};
+use super::status::ChardevInfoSource;
 use super::{ChardevError, ChardevFrontend, ChardevWriter, MainLoop};
 use crate::config::ChardevConfig;
 
@@ -21,6 +22,7 @@ pub struct Chardevs {
     main_loop: MainLoop,
     devices: Vec<Rc<RefCell<Chardev>>>,
     hooks: Rc<MuxHooks>,
+    info: ChardevInfoSource,
 }
 
 impl Chardevs {
@@ -30,6 +32,7 @@ impl Chardevs {
             main_loop: main_loop.clone(),
             devices: Vec::new(),
             hooks: Rc::new(MuxHooks::default()),
+            info: ChardevInfoSource::default(),
         }
     }
 
@@ -57,12 +60,19 @@ impl Chardevs {
             return Err(ChardevError::DuplicateId(config.id.clone()));
         }
         let device = Chardev::open(config, &self.main_loop, origin, self.hooks.clone())?;
+        self.info.add(device.borrow().status.clone());
         self.devices.push(device);
         Ok(())
     }
 
     fn find(&self, id: &str) -> Option<&Rc<RefCell<Chardev>>> {
         self.devices.iter().find(|d| d.borrow().id == id)
+    }
+
+    /// What the monitor reports about the chardevs (`query-chardev`), readable from any
+    /// thread and kept current as peers come and go.
+    pub fn info_source(&self) -> ChardevInfoSource {
+        self.info.clone()
     }
 
     /// The ids of the open chardevs, in creation order.

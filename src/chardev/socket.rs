@@ -44,6 +44,33 @@ impl Stream {
         }
     }
 
+    /// QEMU's `filename` of a connected socket chardev: `unix:<local path>[,server=on]`
+    /// (a client's own end has no path: `unix:`), or
+    /// `<kind>:<local address>[,server=on] <-> <peer address>` for TCP.
+    pub(crate) fn connection_filename(&self, kind: &str, server: bool) -> String {
+        let server = if server { ",server=on" } else { "" };
+        match self {
+            Stream::Unix(s) => {
+                let local = s.local_addr().ok();
+                let path = local
+                    .as_ref()
+                    .and_then(|a| a.as_pathname())
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                format!("unix:{path}{server}")
+            }
+            Stream::Tcp(s) => {
+                let text =
+                    |a: io::Result<SocketAddr>| a.map_or_else(|_| "?".into(), |a| a.to_string());
+                format!(
+                    "{kind}:{}{server} <-> {}",
+                    text(s.local_addr()),
+                    text(s.peer_addr())
+                )
+            }
+        }
+    }
+
     /// Non-blocking send that never raises SIGPIPE.
     pub(crate) fn send(&self, data: &[u8]) -> io::Result<usize> {
         loop {

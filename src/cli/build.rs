@@ -18,9 +18,19 @@ use super::device::{self, VMSCOPE_DEVICES};
 use super::display;
 use super::drive::{self, DriveCheck, DriveOptions, DriveTable};
 use super::error::{CliError, ErrorKind, Location, Warning};
+use super::ide::{self, IdePlacement};
 use super::machine::{self, MachineChoice};
+use super::other_options;
 use super::Console;
+use crate::block::drive::DriveSlot;
 use crate::config::{Config, DebugconConfig, DriveConfig, KernelBoot, MonitorConfig, MonitorMode};
+
+/// Whether the PIIX3 IDE controller exists: until it does, IDE drives and devices are
+/// refused and QEMU's default CD-ROM drive is not made up.
+const IDE_CONTROLLER_BUILT: bool = true;
+/// Whether the ATAPI CD-ROM model exists: until it does, CD-ROM drives and `ide-cd` devices
+/// are refused and QEMU's default (empty) CD-ROM drive is not made up.
+const ATAPI_BUILT: bool = false;
 
 /// What the command line describes, before vmscope's refusals are applied.
 #[derive(Debug)]
@@ -79,6 +89,16 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
         return Ok(Built::Exit(0));
     }
 
+    // configure_rtc
+    let rtc = match other_options::configure_rtc(&cl.rtc)? {
+        other_options::RtcRequest::Settings(rtc) => rtc,
+        other_options::RtcRequest::Unsupported(what) => {
+            let location = cl.rtc_location.clone();
+            cl.unsupported_at(&location, &what);
+            Default::default()
+        }
+    };
+
     // parse_memory_options, qemu_create_machine
     machine::parse_memory_options(&cl.memory, &mut cl.machine)?;
     if let MachineChoice::Unsupported(what) = machine::select_machine(&mut cl.machine)? {
@@ -131,17 +151,29 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
             }
         }
     }
+    // configure_blockdev: -snapshot sets snapshot=on where a drive does not say.
+    if cl.snapshot {
+        for opts in &mut cl.drives.entries {
+            if !opts.has("snapshot") {
+                opts.set("snapshot", "on");
+            }
+        }
+    }
     let mut drive_table = DriveTable::default();
     let mut drives = Vec::new();
     let mut drive_configs = Vec::new();
+    let mut drive_locations = Vec::new();
     for opts in &cl.drives.entries {
         match drive_table.check(opts, console)? {
             DriveCheck::Valid(d) => {
                 match drive::to_spec(&d) {
-                    Ok(spec) => drive_configs.push(DriveConfig {
-                        spec,
-                        origin: opts.location.text(),
-                    }),
+                    Ok(spec) => {
+                        drive_configs.push(DriveConfig {
+                            spec,
+                            origin: opts.location.text(),
+                        });
+                        drive_locations.push(opts.location.clone());
+                    }
                     Err(what) => {
                         let location = opts.location.clone();
                         cl.unsupported
@@ -293,8 +325,59 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
         )));
     }
 
+    // configure_blockdev's default CD-ROM, then the board connects the if=ide drives.
+    let mut ide = IdePlacement::default();
+    if IDE_CONTROLLER_BUILT {
+        let ide_cd_given = cl
+            .devices
+            .entries
+            .iter()
+            .any(|o| o.get("driver") == Some("ide-cd"));
+        if cl.has_defaults && ATAPI_BUILT {
+            ide::add_default_cdrom(&mut drive_configs, ide_cd_given);
+        }
+        if !ATAPI_BUILT {
+            for (drive, location) in drive_configs.iter().zip(&drive_locations) {
+                if matches!(drive.spec.slot, DriveSlot::Ide { .. })
+                    && drive.spec.kind == crate::block::drive::DriveKind::Cdrom
+                {
+                    cl.unsupported.push(CliError::at(
+                        location,
+                        ErrorKind::Unsupported("IDE CD-ROM drives".into()),
+                    ));
+                }
+            }
+        }
+        ide.place_board_drives(&mut drive_configs, props.smp.cpus, !cl.has_defaults);
+    } else {
+        for (drive, location) in drive_configs.iter().zip(&drive_locations) {
+            if matches!(drive.spec.slot, DriveSlot::Ide { .. }) {
+                cl.unsupported.push(CliError::at(
+                    location,
+                    ErrorKind::Unsupported("IDE drives".into()),
+                ));
+            }
+        }
+    }
+
     // qemu_create_cli_devices
+    let mut anonymous_devices = 0;
     for opts in &cl.devices.entries {
+        let anonymous_index = anonymous_devices;
+        if opts.id.is_none() {
+            anonymous_devices += 1;
+        }
+        if IDE_CONTROLLER_BUILT && !ATAPI_BUILT && opts.get("driver") == Some("ide-cd") {
+            cl.unsupported.push(CliError::at(
+                &opts.location,
+                ErrorKind::Unsupported("device 'ide-cd'".into()),
+            ));
+            continue;
+        }
+        if IDE_CONTROLLER_BUILT && matches!(opts.get("driver"), Some("ide-hd" | "ide-cd")) {
+            ide.attach_device(opts, &mut drive_configs, anonymous_index)?;
+            continue;
+        }
         if opts.get("driver") == Some("isa-debugcon") {
             let debugcon = device::isa_debugcon(opts)?;
             if registry.find(&debugcon.chardev).is_none() {
@@ -363,6 +446,7 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
         boot: props.boot,
         data_dirs: cl.data_dirs.iter().map(PathBuf::from).collect(),
         drives: drive_configs,
+        rtc,
     };
     Ok(Built::Parsed(Box::new(Parsed {
         config,

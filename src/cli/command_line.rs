@@ -123,6 +123,12 @@ pub struct CommandLine {
     pub pidfile: Option<String>,
     pub start_paused: bool,
     pub no_reboot: bool,
+    /// `-snapshot`: every drive without its own `snapshot=` writes to a temporary overlay.
+    pub snapshot: bool,
+    /// The keys of every `-rtc`, in order (later ones override earlier ones).
+    pub rtc: Vec<(String, String)>,
+    /// The last `-rtc`, which a refusal of the merged settings names.
+    pub rtc_location: Location,
     pub no_shutdown: bool,
     /// Valid options vmscope refuses, reported (the first in argv order) after every
     /// QEMU check passed.
@@ -170,6 +176,9 @@ impl CommandLine {
             pidfile: None,
             start_paused: false,
             no_reboot: false,
+            snapshot: false,
+            rtc: Vec::new(),
+            rtc_location: Location::none(),
             no_shutdown: false,
             unsupported: Vec::new(),
         }
@@ -421,6 +430,7 @@ impl CommandLine {
                 self.machine_str(location, "hpet", "off");
             }
             "no-reboot" => self.no_reboot = true,
+            "snapshot" => self.snapshot = true,
             "no-shutdown" => self.no_shutdown = true,
             "S" => self.start_paused = true,
             "daemonize" => self.daemonize = true,
@@ -440,8 +450,10 @@ impl CommandLine {
             }
             "rtc" => match other_options::read_rtc(arg, location, console)? {
                 None => return Ok(Step::Exit(1)),
-                Some(Some(what)) => self.unsupported_at(location, &what),
-                Some(None) => {}
+                Some(items) => {
+                    self.rtc.extend(items);
+                    self.rtc_location = location.clone();
+                }
             },
             "device" => {
                 if arg.starts_with('{') {

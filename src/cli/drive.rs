@@ -715,7 +715,10 @@ pub fn to_spec(drive: &DriveOptions) -> Result<DriveSpec, String> {
     }
     let slot = match drive.interface {
         DriveInterface::None => DriveSlot::Unattached,
-        DriveInterface::Ide => return Err("IDE drives (if=ide)".into()),
+        DriveInterface::Ide => DriveSlot::Ide {
+            bus: drive.bus,
+            unit: drive.unit,
+        },
         other => return Err(format!("drives with if={}", other.name())),
     };
     if drive.file.is_none() && drive.media == DriveMedia::Disk {
@@ -795,6 +798,7 @@ pub fn to_spec(drive: &DriveOptions) -> Result<DriveSpec, String> {
             ..Default::default()
         },
         snapshot: drive.snapshot,
+        device: None,
     })
 }
 

@@ -79,6 +79,9 @@ impl ErrorKind {
                 Some(SIZE_HINT)
             }
             ErrorKind::Message(text) if text == "unsupported machine type" => Some(MACHINE_HINT),
+            ErrorKind::Message(text) if text == "invalid datetime format" => {
+                Some("valid formats: '2006-06-17T16:01:21' or '2006-06-17'")
+            }
             _ => None,
         }
     }

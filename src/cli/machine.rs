@@ -459,13 +459,20 @@ fn boot_config(
         }
         boot.reboot_timeout = timeout as i32;
     }
-    if text("menu").is_some_and(|v| parse_bool(v) == Ok(true)) {
-        unsupported.push(("boot".into(), "the boot menu (-boot menu=on)".into()));
+    boot.menu = text("menu").is_some_and(|v| parse_bool(v) == Ok(true));
+    if let Some(value) = text("splash-time") {
+        // QEMU's fw_cfg_bootsplash checks the range when it builds fw_cfg.
+        let time = strtoi64(value, 0).unwrap_or(i64::MIN);
+        if !(0..=0xffff).contains(&time) {
+            return Err(message(
+                "splash-time is invalid,it should be a value between 0 and 65535".into(),
+            ));
+        }
+        boot.splash_time = Some(time as u16);
     }
     for (name, what) in [
         ("once", "-boot once"),
         ("splash", "a boot splash picture"),
-        ("splash-time", "a boot splash picture"),
         ("strict", "-boot strict"),
     ] {
         if text(name).is_some() {

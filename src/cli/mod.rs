@@ -34,6 +34,7 @@ mod display;
 mod drive;
 mod error;
 mod help;
+mod ide;
 mod keyval;
 mod machine;
 mod numbers;

@@ -6,6 +6,7 @@ use super::error::{CliError, ErrorKind, Location};
 use super::keyval;
 use super::qemu_opts::{desc, OptType, OptsList, OptsStore, Parsed};
 use super::Console;
+use crate::config::{RtcBase, RtcClock, RtcConfig};
 
 use OptType::{Bool, Number, Str};
 
@@ -334,25 +335,131 @@ fn check_object(opts: &super::qemu_opts::Opts, location: &Location) -> Result<()
     Ok(())
 }
 
-/// `-rtc`: `Ok(None)` after help was printed; otherwise what vmscope lacks for it, if
-/// anything. The RTC runs on host time in UTC (QEMU's defaults `base=utc,clock=host`,
-/// `driftfix=none`); other settings are not implemented yet.
+/// `-rtc` in the option loop: checks the keys and returns them (`Ok(None)` after help
+/// was printed). QEMU merges every `-rtc` into one set and reads it after the loop
+/// ([`configure_rtc`]).
 pub fn read_rtc(
     arg: &str,
     location: &Location,
     console: &mut Console,
-) -> Result<Option<Option<String>>, CliError> {
+) -> Result<Option<Vec<(String, String)>>, CliError> {
     let Some(opts) = group(&RTC_OPTS, arg, false, location, console)? else {
         return Ok(None);
     };
-    let lacking = [("base", "utc"), ("clock", "host"), ("driftfix", "none")]
-        .into_iter()
-        .find_map(|(name, supported)| {
-            opts.get(name)
-                .filter(|value| *value != supported)
-                .map(|value| format!("RTC {name}={value}"))
-        });
-    Ok(Some(lacking))
+    Ok(Some(
+        opts.items()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    ))
+}
+
+/// What the merged `-rtc` options ask for.
+pub enum RtcRequest {
+    Settings(RtcConfig),
+    /// Valid, but vmscope lacks it (the text of the refusal).
+    Unsupported(String),
+}
+
+/// QEMU's `configure_rtc`, after the option loop (its errors name no option). `items` are
+/// the keys of every `-rtc`, in order; the last value of a key wins.
+pub fn configure_rtc(items: &[(String, String)]) -> Result<RtcRequest, CliError> {
+    let last = |key: &str| {
+        items
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    let invalid = |value: &str| {
+        CliError::new(ErrorKind::message(format!(
+            "invalid option value '{value}'"
+        )))
+    };
+    let mut rtc = RtcConfig::default();
+    if let Some(base) = last("base") {
+        rtc.base = match base {
+            "utc" => RtcBase::Utc,
+            "localtime" => RtcBase::LocalTime,
+            date => RtcBase::Date(
+                parse_rtc_date(date)
+                    .ok_or_else(|| CliError::new(ErrorKind::message(RTC_DATE_ERROR)))?,
+            ),
+        };
+    }
+    if let Some(clock) = last("clock") {
+        rtc.clock = match clock {
+            "host" => RtcClock::Host,
+            "rt" => RtcClock::Realtime,
+            "vm" => RtcClock::Virtual,
+            other => return Err(invalid(other)),
+        };
+    }
+    match last("driftfix") {
+        None | Some("none") => Ok(RtcRequest::Settings(rtc)),
+        Some("slew") => Ok(RtcRequest::Unsupported("RTC driftfix=slew".to_string())),
+        Some(other) => Err(invalid(other)),
+    }
+}
+
+/// QEMU's message for a `base=` it cannot read (its hint follows, see `ErrorKind`).
+pub const RTC_DATE_ERROR: &str = "invalid datetime format";
+
+/// `YYYY-MM-DDThh:mm:ss` or `YYYY-MM-DD` read as QEMU's `sscanf("%d-%d-%dT%d:%d:%d")`
+/// does: leading blanks and signs allowed in numbers, anything after the last matched
+/// field ignored; then converted with QEMU's arithmetic (`mktimegm`).
+fn parse_rtc_date(text: &str) -> Option<i64> {
+    let mut rest = text;
+    let mut fields = [0i64; 6];
+    let separators = ['-', '-', 'T', ':', ':'];
+    let mut matched = 0;
+    for (i, field) in fields.iter_mut().enumerate() {
+        if i > 0 {
+            let Some(after) = rest.strip_prefix(separators[i - 1]) else {
+                break;
+            };
+            rest = after;
+        }
+        let Some((value, after)) = scan_int(rest) else {
+            break;
+        };
+        *field = value;
+        rest = after;
+        matched += 1;
+    }
+    if matched != 6 {
+        if matched < 3 {
+            return None;
+        }
+        fields[3..].fill(0);
+    }
+    let [y, mo, d, h, mi, s] = fields;
+    Some(crate::hw::pc::rtc_clock::seconds_from_utc_date(
+        y, mo, d, h, mi, s,
+    ))
+}
+
+/// One `%d`: optional blanks, an optional sign, digits (saturating, as far as matters).
+fn scan_int(text: &str) -> Option<(i64, &str)> {
+    let trimmed = text.trim_start();
+    let (negative, unsigned) = match trimmed.as_bytes().first() {
+        Some(b'-') => (true, &trimmed[1..]),
+        Some(b'+') => (false, &trimmed[1..]),
+        _ => (false, trimmed),
+    };
+    let digits = unsigned.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return None;
+    }
+    let magnitude = unsigned[..digits]
+        .bytes()
+        .fold(0i64, |acc, b| {
+            acc.saturating_mul(10).saturating_add(i64::from(b - b'0'))
+        })
+        .min(i64::from(i32::MAX));
+    Some((
+        if negative { -magnitude } else { magnitude },
+        &unsigned[digits..],
+    ))
 }
 
 /// Reads one not-yet-supported option. `Ok(Some(code))`: exit with `code` (help printed).
@@ -586,24 +693,60 @@ mod tests {
     }
 
     #[test]
-    fn rtc_defaults_are_accepted_and_the_rest_named() {
+    fn rtc_options_become_settings() {
         let mut console = Console::capture("q");
-        let mut rtc = |arg: &str| {
-            let loc = Location::words(["-rtc", arg]);
-            read_rtc(arg, &loc, &mut console).map_err(|e| e.to_string())
+        let mut rtc = |args: &[&str]| {
+            let mut items = Vec::new();
+            for arg in args {
+                let loc = Location::words(["-rtc", arg]);
+                match read_rtc(arg, &loc, &mut console) {
+                    Ok(Some(more)) => items.extend(more),
+                    Ok(None) => return Err("help".to_string()),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            match configure_rtc(&items) {
+                Ok(RtcRequest::Settings(c)) => Ok(c),
+                Ok(RtcRequest::Unsupported(what)) => Err(what),
+                Err(e) => Err(e.to_string()),
+            }
         };
-        assert_eq!(rtc("base=utc,clock=host"), Ok(Some(None)));
-        assert_eq!(rtc("driftfix=none"), Ok(Some(None)));
+        assert_eq!(rtc(&["base=utc,clock=host"]), Ok(RtcConfig::default()));
         assert_eq!(
-            rtc("base=localtime,clock=host"),
-            Ok(Some(Some("RTC base=localtime".into())))
+            rtc(&["base=localtime,clock=vm"]),
+            Ok(RtcConfig {
+                base: RtcBase::LocalTime,
+                clock: RtcClock::Virtual
+            })
         );
         assert_eq!(
-            rtc("driftfix=slew"),
-            Ok(Some(Some("RTC driftfix=slew".into())))
+            rtc(&["base=2006-06-17T16:01:21,clock=rt"]),
+            Ok(RtcConfig {
+                base: RtcBase::Date(1_150_560_081),
+                clock: RtcClock::Realtime
+            })
+        );
+        // Later options override earlier keys and keep the others.
+        assert_eq!(
+            rtc(&["base=2006-06-17,clock=vm", "base=utc"]),
+            Ok(RtcConfig {
+                base: RtcBase::Utc,
+                clock: RtcClock::Virtual
+            })
+        );
+        assert_eq!(rtc(&["driftfix=slew"]), Err("RTC driftfix=slew".into()));
+        assert_eq!(
+            rtc(&["base=yesterday"]),
+            Err("invalid datetime format\n\
+                 valid formats: '2006-06-17T16:01:21' or '2006-06-17'"
+                .into())
         );
         assert_eq!(
-            rtc("foo=bar"),
+            rtc(&["clock=wall"]),
+            Err("invalid option value 'wall'".into())
+        );
+        assert_eq!(
+            rtc(&["foo=bar"]),
             Err("-rtc foo=bar: Invalid parameter 'foo'".into())
         );
     }

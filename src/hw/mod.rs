@@ -2,7 +2,12 @@
 
 pub mod bus;
 pub mod i8042;
+pub mod ide;
+pub mod irq;
+pub mod mmio;
 pub mod pc;
 pub mod pci;
 pub mod pm;
+pub mod ps2;
 pub mod serial;
+pub mod virtual_clock;

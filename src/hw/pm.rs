@@ -1,8 +1,10 @@
 //! The ACPI power-management I/O block of the PIIX4 PM function: PM1 event/control registers
-//! and the PM timer. Writing SLP_EN with sleep type 0 (the `_S5` value in QEMU's DSDT) powers
-//! the machine off; this is how guests shut down.
+//! and the PM timer, plus the GPE0 block QEMU's PIIX4 has at a fixed port. Writing SLP_EN with
+//! sleep type 0 (the `_S5` value in QEMU's DSDT) powers the machine off; this is how guests
+//! shut down. The power button (monitor `system_powerdown`) sets PWRBTN_STS when the guest
+//! enabled it, and the SCI (ISA IRQ 9, level) is raised while an enabled status bit is set.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use super::bus::PioDevice;
@@ -17,11 +19,27 @@ const PM1_EN: u16 = 0x02;
 const PM1_CNT: u16 = 0x04;
 const PM_TMR: u16 = 0x08;
 
+/// PM1 status/enable bits that raise the SCI in QEMU's PIIX4 (timer overflow, global lock
+/// release, power button, RTC alarm); vmscope raises only the power button's.
+const PM1_TMR: u16 = 1 << 0;
+const PM1_GBL: u16 = 1 << 5;
+const PM1_PWRBTN: u16 = 1 << 8;
+const PM1_RTC: u16 = 1 << 10;
+const PM1_SCI_SOURCES: u16 = PM1_TMR | PM1_GBL | PM1_PWRBTN | PM1_RTC;
+
+/// QEMU's PIIX4 GPE0 block: 2 status bytes (write one to clear), then 2 enable bytes, at a
+/// fixed port (the FADT's GPE0_BLK).
+pub const GPE0_IO_BASE: u16 = 0xafe0;
+pub const GPE0_IO_LEN: u16 = 4;
+
 const PM1_CNT_SCI_EN: u16 = 1 << 0;
 const PM1_CNT_SLP_EN: u16 = 1 << 13;
 const PM1_CNT_SLP_TYP_SHIFT: u16 = 10;
 /// Sleep type of S5 (soft off) in the DSDT's `_S5` package.
 const SLP_TYP_SOFT_OFF: u16 = 0;
+/// Sleep type of S4 (suspend to disk) in the DSDT's `_S4` package (QEMU's `s4_val`): the
+/// guest saved itself; the machine turns off as for S5.
+pub const SLP_TYP_SUSPEND_TO_DISK: u16 = 2;
 
 /// The ACPI PM timer runs at 3.579545 MHz and is 24 bits wide.
 const PM_TIMER_HZ: u128 = 3_579_545;
@@ -32,13 +50,32 @@ struct Registers {
     status: u16,
     enable: u16,
     control: u16,
+    gpe_status: [u8; 2],
+    gpe_enable: [u8; 2],
+    /// The SCI level last driven.
+    sci: bool,
 }
+
+impl Registers {
+    /// QEMU's `pm_update_sci`: the SCI is high while an enabled PM1 source (or GPE) is set.
+    fn sci_level(&self) -> bool {
+        let pm1 = self.status & self.enable & PM1_SCI_SOURCES != 0;
+        let gpe =
+            (self.gpe_status[0] & self.gpe_enable[0]) | (self.gpe_status[1] & self.gpe_enable[1]);
+        pm1 || gpe != 0
+    }
+}
+
+/// Drives the SCI line: `true` asserts it (level-triggered, active high).
+pub type SciLine = Box<dyn Fn(bool) + Send + Sync>;
 
 /// The PM register block.
 pub struct PowerManagement {
     registers: Mutex<Registers>,
     started: Instant,
     on_poweroff: Box<dyn Fn() + Send + Sync>,
+    sci: OnceLock<SciLine>,
+    on_suspend_to_disk: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl PowerManagement {
@@ -47,6 +84,51 @@ impl PowerManagement {
             registers: Mutex::new(Registers::default()),
             started: Instant::now(),
             on_poweroff,
+            sci: OnceLock::new(),
+            on_suspend_to_disk: OnceLock::new(),
+        }
+    }
+
+    /// What entering S4 does (QEMU: a SUSPEND_DISK event, then a guest shutdown). Until it
+    /// is connected an S4 request is ignored, as any sleep type the DSDT does not list.
+    pub fn connect_suspend_to_disk(&self, action: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.on_suspend_to_disk.set(action);
+    }
+
+    /// Connects the SCI output (ISA IRQ 9 on the `pc`); without it events set status bits only.
+    pub fn connect_sci(&self, line: SciLine) {
+        let _ = self.sci.set(line);
+    }
+
+    /// The power button was pressed (QEMU's `acpi_pm1_evt_power_down`): PWRBTN_STS is set
+    /// only when the guest enabled PWRBTN_EN, and then the SCI is raised.
+    pub fn press_power_button(&self) {
+        let mut regs = self.registers.lock().unwrap();
+        if regs.enable & PM1_PWRBTN != 0 {
+            regs.status |= PM1_PWRBTN;
+            self.update_sci(&mut regs);
+        }
+    }
+
+    /// Power-on state (system reset): events, enables and control cleared, SCI low.
+    pub fn reset(&self) {
+        let mut regs = self.registers.lock().unwrap();
+        let sci = regs.sci;
+        *regs = Registers {
+            sci,
+            ..Registers::default()
+        };
+        self.update_sci(&mut regs);
+    }
+
+    /// Drives the SCI line when its level changed.
+    fn update_sci(&self, regs: &mut Registers) {
+        let level = regs.sci_level();
+        if level != regs.sci {
+            regs.sci = level;
+            if let Some(line) = self.sci.get() {
+                line(level);
+            }
         }
     }
 
@@ -84,14 +166,28 @@ impl PowerManagement {
         let mut regs = self.registers.lock().unwrap();
         match offset {
             // Status bits are cleared by writing ones.
-            PM1_STS => regs.status &= !value,
-            PM1_EN => regs.enable = value,
+            PM1_STS => {
+                regs.status &= !value;
+                self.update_sci(&mut regs);
+            }
+            PM1_EN => {
+                regs.enable = value;
+                self.update_sci(&mut regs);
+            }
             PM1_CNT => {
                 regs.control = (value & !PM1_CNT_SLP_EN) | (regs.control & PM1_CNT_SCI_EN);
                 let sleep_type = (value >> PM1_CNT_SLP_TYP_SHIFT) & 0x7;
-                if value & PM1_CNT_SLP_EN != 0 && sleep_type == SLP_TYP_SOFT_OFF {
+                if value & PM1_CNT_SLP_EN != 0 {
                     drop(regs);
-                    (self.on_poweroff)();
+                    match sleep_type {
+                        SLP_TYP_SOFT_OFF => (self.on_poweroff)(),
+                        SLP_TYP_SUSPEND_TO_DISK => {
+                            if let Some(action) = self.on_suspend_to_disk.get() {
+                                action();
+                            }
+                        }
+                        _ => {}
+                    }
                 }
             }
             _ => {}
@@ -133,11 +229,38 @@ impl PioDevice for PowerManagement {
     }
 }
 
+/// The GPE0 block's ports ([`GPE0_IO_BASE`]), sharing the PM block's state and SCI.
+pub struct Gpe0Block(pub Arc<PowerManagement>);
+
+impl PioDevice for Gpe0Block {
+    fn read(&self, offset: u16, data: &mut [u8]) {
+        let regs = self.0.registers.lock().unwrap();
+        for (i, byte) in data.iter_mut().enumerate() {
+            *byte = match usize::from(offset) + i {
+                at @ 0..=1 => regs.gpe_status[at],
+                at @ 2..=3 => regs.gpe_enable[at - 2],
+                _ => 0,
+            };
+        }
+    }
+
+    fn write(&self, offset: u16, data: &[u8]) {
+        let mut regs = self.0.registers.lock().unwrap();
+        for (i, &byte) in data.iter().enumerate() {
+            match usize::from(offset) + i {
+                at @ 0..=1 => regs.gpe_status[at] &= !byte,
+                at @ 2..=3 => regs.gpe_enable[at - 2] = byte,
+                _ => {}
+            }
+        }
+        self.0.update_sci(&mut regs);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
 
     fn pm() -> (PowerManagement, Arc<AtomicUsize>) {
         let count = Arc::new(AtomicUsize::new(0));
@@ -158,10 +281,84 @@ mod tests {
     }
 
     #[test]
+    fn s4_runs_the_suspend_to_disk_action_when_connected() {
+        let (pm, poweroffs) = pm();
+        let s4 = PM1_CNT_SLP_EN | SLP_TYP_SUSPEND_TO_DISK << 10;
+        pm.write(PM1_CNT, &s4.to_le_bytes());
+        let suspends = Arc::new(AtomicUsize::new(0));
+        let seen = suspends.clone();
+        pm.connect_suspend_to_disk(Box::new(move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }));
+        pm.write(PM1_CNT, &s4.to_le_bytes());
+        assert_eq!(suspends.load(Ordering::SeqCst), 1);
+        assert_eq!(poweroffs.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
     fn other_sleep_types_do_not_power_off() {
         let (pm, poweroffs) = pm();
         pm.write(PM1_CNT, &(PM1_CNT_SLP_EN | 1 << 10).to_le_bytes());
         assert_eq!(poweroffs.load(Ordering::SeqCst), 0);
+    }
+
+    fn sci_probe(pm: &PowerManagement) -> Arc<Mutex<Vec<bool>>> {
+        let levels = Arc::new(Mutex::new(Vec::new()));
+        let seen = levels.clone();
+        pm.connect_sci(Box::new(move |level| seen.lock().unwrap().push(level)));
+        levels
+    }
+
+    fn read16(pm: &PowerManagement, offset: u16) -> u16 {
+        let mut data = [0u8; 2];
+        pm.read(offset, &mut data);
+        u16::from_le_bytes(data)
+    }
+
+    #[test]
+    fn power_button_needs_pwrbtn_en_and_raises_sci_until_acknowledged() {
+        let (pm, poweroffs) = pm();
+        let levels = sci_probe(&pm);
+        pm.press_power_button();
+        assert_eq!(read16(&pm, PM1_STS), 0, "not enabled: the press is lost");
+        assert!(levels.lock().unwrap().is_empty());
+        pm.write(PM1_EN, &PM1_PWRBTN.to_le_bytes());
+        pm.press_power_button();
+        assert_eq!(read16(&pm, PM1_STS), PM1_PWRBTN);
+        assert_eq!(*levels.lock().unwrap(), [true]);
+        // Writing zero bits leaves status; writing the bit clears it and drops the SCI.
+        pm.write(PM1_STS, &0u16.to_le_bytes());
+        assert_eq!(read16(&pm, PM1_STS), PM1_PWRBTN);
+        pm.write(PM1_STS, &PM1_PWRBTN.to_le_bytes());
+        assert_eq!(read16(&pm, PM1_STS), 0);
+        assert_eq!(*levels.lock().unwrap(), [true, false]);
+        // Disabling with the status set lowers the line too; reset clears everything.
+        pm.press_power_button();
+        pm.write(PM1_EN, &0u16.to_le_bytes());
+        assert_eq!(*levels.lock().unwrap(), [true, false, true, false]);
+        pm.write(PM1_EN, &PM1_PWRBTN.to_le_bytes());
+        pm.reset();
+        assert_eq!(read16(&pm, PM1_EN), 0);
+        assert_eq!(read16(&pm, PM1_STS), 0);
+        assert_eq!(
+            *levels.lock().unwrap(),
+            [true, false, true, false, true, false]
+        );
+        assert_eq!(poweroffs.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn gpe0_registers_store_enables_and_clear_status_by_ones() {
+        let (pm, _) = pm();
+        let pm = Arc::new(pm);
+        let gpe = Gpe0Block(pm.clone());
+        gpe.write(2, &[0x0f, 0x01]);
+        let mut data = [0u8; 4];
+        gpe.read(0, &mut data);
+        assert_eq!(data, [0, 0, 0x0f, 0x01]);
+        gpe.write(0, &[0xff, 0xff]);
+        gpe.read(0, &mut data);
+        assert_eq!(data, [0, 0, 0x0f, 0x01]);
     }
 
     #[test]

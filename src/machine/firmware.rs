@@ -308,6 +308,8 @@ pub fn ram_slots(split: &RamSplit) -> Vec<(u32, u64, u64)> {
 
 /// What fw_cfg tells the firmware about this machine.
 pub struct FwCfgFacts<'a> {
+    /// The ACPI tables' files (`etc/acpi/*`, `etc/table-loader`), by name.
+    pub acpi_files: Vec<(&'static str, Vec<u8>)>,
     pub split: &'a RamSplit,
     /// The memory map's RAM entries and reservations QEMU puts in `etc/e820`.
     pub e820: Vec<E820Entry>,
@@ -317,6 +319,10 @@ pub struct FwCfgFacts<'a> {
     pub nographic: bool,
     /// `-boot reboot-timeout` in milliseconds, -1 for never.
     pub reboot_timeout: i32,
+    /// `-boot menu=on`.
+    pub boot_menu: bool,
+    /// `-boot splash-time=`: the menu prompt's duration in ms (`etc/boot-menu-wait`).
+    pub splash_time: Option<u16>,
 }
 
 /// The fw_cfg items QEMU 7.2's `pc` provides that vmscope implements.
@@ -328,7 +334,7 @@ pub fn fw_cfg_items(facts: &FwCfgFacts) -> FwCfgBuilder {
         .add_u16(fw_cfg::FW_CFG_NOGRAPHIC, u16::from(facts.nographic))
         .add_u16(fw_cfg::FW_CFG_NB_CPUS, facts.cpus)
         .add_u16(fw_cfg::FW_CFG_MAX_CPUS, facts.apic_id_limit)
-        .add_u16(fw_cfg::FW_CFG_BOOT_MENU, 0)
+        .add_u16(fw_cfg::FW_CFG_BOOT_MENU, u16::from(facts.boot_menu))
         // No NUMA nodes: the node count, then one zero per possible APIC id.
         .add_bytes(
             fw_cfg::FW_CFG_NUMA,
@@ -349,6 +355,12 @@ pub fn fw_cfg_items(facts: &FwCfgFacts) -> FwCfgBuilder {
         .map(|e| (e.addr, e.size, e.kind))
         .collect();
     builder.add_file("etc/e820", fw_cfg::e820_file(&entries));
+    if let Some(ms) = facts.splash_time {
+        builder.add_file("etc/boot-menu-wait", ms.to_le_bytes().to_vec());
+    }
+    for (name, data) in &facts.acpi_files {
+        builder.add_file(name, data.clone());
+    }
     // With FW_CFG_NOGRAPHIC set SeaBIOS uses COM1 as its console by itself (QEMU adds no
     // `etc/sercon-port`).
     builder

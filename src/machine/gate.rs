@@ -4,10 +4,12 @@
 //! snapshot pivots and freezing time all go through here.
 
 use std::cell::Cell;
-use std::sync::{Condvar, Mutex, Once};
+use std::sync::{Arc, Condvar, Mutex, Once};
 use std::time::Duration;
 
 use kvm_bindings::kvm_run;
+
+use crate::hw::virtual_clock::VirtualClock;
 
 /// What a vCPU thread should do after passing the gate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +36,8 @@ struct GateState {
 pub struct VcpuGate {
     state: Mutex<GateState>,
     changed: Condvar,
+    /// Runs exactly while the gate is open.
+    clock: Arc<VirtualClock>,
 }
 
 thread_local! {
@@ -58,8 +62,9 @@ extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_v
 }
 
 impl VcpuGate {
-    /// A closed gate for `vcpus` threads (the VM starts paused until [`VcpuGate::open`]).
-    pub fn new(vcpus: usize) -> VcpuGate {
+    /// A closed gate for `vcpus` threads (the VM starts paused until [`VcpuGate::open`]);
+    /// `clock` runs exactly while the gate is open.
+    pub fn new(vcpus: usize, clock: Arc<VirtualClock>) -> VcpuGate {
         static INSTALL: Once = Once::new();
         INSTALL.call_once(|| {
             // A vCPU thread interrupted by the kick must not die, and KVM_RUN must see EINTR
@@ -77,7 +82,13 @@ impl VcpuGate {
                 threads: Vec::new(),
             }),
             changed: Condvar::new(),
+            clock,
         }
+    }
+
+    /// The VM's virtual clock: it advances only while the gate is open.
+    pub fn virtual_clock(&self) -> &Arc<VirtualClock> {
+        &self.clock
     }
 
     /// Called once by each vCPU thread before its first pass.
@@ -129,6 +140,7 @@ impl VcpuGate {
     pub fn close(&self) {
         let mut state = self.state.lock().unwrap();
         state.open = false;
+        self.clock.stop();
         self.changed.notify_all();
         while state.parked < state.vcpus && !state.terminating {
             kick(&state.threads);
@@ -145,6 +157,7 @@ impl VcpuGate {
     /// Releases every vCPU.
     pub fn open(&self) {
         self.state.lock().unwrap().open = true;
+        self.clock.run();
         self.changed.notify_all();
     }
 
@@ -184,7 +197,7 @@ mod tests {
 
     #[test]
     fn close_waits_for_every_vcpu_and_open_releases_them() {
-        let gate = Arc::new(VcpuGate::new(3));
+        let gate = Arc::new(VcpuGate::new(3, Arc::default()));
         let passes = Arc::new(AtomicUsize::new(0));
         let mut handles = vec![];
         for _ in 0..3 {
@@ -222,7 +235,7 @@ mod tests {
 
     #[test]
     fn a_reset_is_seen_once_by_each_vcpu() {
-        let gate = VcpuGate::new(1);
+        let gate = VcpuGate::new(1, Arc::default());
         gate.open();
         let mut applied = 0;
         assert_eq!(gate.pass(&mut applied), GateDecision::Run);
@@ -233,7 +246,7 @@ mod tests {
 
     #[test]
     fn a_vcpu_asking_for_a_stop_waits_until_the_loop_acted() {
-        let gate = Arc::new(VcpuGate::new(1));
+        let gate = Arc::new(VcpuGate::new(1, Arc::default()));
         gate.open();
         // Already reset meanwhile (the generation moved): no wait.
         gate.request_reset();

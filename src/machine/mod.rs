@@ -11,6 +11,8 @@ pub mod cpuid;
 pub mod e820;
 pub mod firmware;
 pub mod gate;
+mod inspect;
+pub mod irq_routing;
 pub mod layout;
 pub mod regs;
 pub mod vcpu;
@@ -22,30 +24,38 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use kvm_bindings::{
-    kvm_irq_routing_entry, kvm_pit_config, kvm_userspace_memory_region, KvmIrqRouting,
-    KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQ_ROUTING_IRQCHIP,
-    KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+    kvm_pit_config, kvm_userspace_memory_region, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER,
+    KVM_IRQCHIP_PIC_SLAVE, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
-use kvm_ioctls::{Kvm, VmFd};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::block::drive::DriveSet;
 use crate::config::{Config, KernelBoot};
 use crate::hw::bus::PioBus;
-use crate::hw::i8042::{ResetTrigger, I8042, I8042_BASE, I8042_PORT_COUNT};
+use crate::hw::i8042::{
+    ResetTrigger, I8042, I8042_BASE, I8042_PORT_COUNT, KEYBOARD_IRQ, MOUSE_IRQ,
+};
+use crate::hw::ide::{self, channel::AttachError, PiixIde};
+use crate::hw::irq::KvmIrqLine;
+use crate::hw::mmio::MmioBus;
 use crate::hw::pc::chipset::{Chipset, ChipsetParts};
 use crate::hw::pc::debugcon::DebugCon;
 use crate::hw::pc::piix4_pm::DIRECT_BOOT_PM_BASE;
 use crate::hw::pc::rtc::{CmosFacts, Rtc, RTC_IRQ};
-use crate::hw::pm::PowerManagement;
+use crate::hw::pc::rtc_clock::RtcTimeSource;
+use crate::hw::pci::{devfn, PciFunction};
+use crate::hw::pm::{Gpe0Block, PowerManagement, GPE0_IO_BASE, GPE0_IO_LEN};
 use crate::hw::serial::{IrqLine, RxSpace, SerialPort, COM1_BASE, COM1_IRQ, UART_PORT_COUNT};
+use crate::hw::virtual_clock::VirtualClock;
 use crate::monitor::RunState;
 use boot::BootEntry;
 use cpuid::CpuTopology;
 use e820::E820Entry;
 use firmware::{BiosRom, FirmwareError, ShadowSlots};
 use gate::VcpuGate;
+use irq_routing::GsiRouting;
 use layout::{RamSplit, KVM_IDENTITY_MAP_START, KVM_TSS_START};
 
 /// What a vCPU (or a device on a vCPU thread) asks the main loop to do.
@@ -53,6 +63,8 @@ use layout::{RamSplit, KVM_IDENTITY_MAP_START, KVM_TSS_START};
 pub enum MachineEvent {
     /// ACPI soft-off.
     PowerOff,
+    /// ACPI S4: the guest saved itself to disk; the machine turns off.
+    SuspendToDisk,
     /// i8042 reset or triple fault.
     Reset,
     /// KVM could not run or emulate the guest.
@@ -79,7 +91,10 @@ pub(crate) fn take_stop_request() -> bool {
 
 impl EventSink {
     pub fn send(&self, event: MachineEvent) {
-        if matches!(event, MachineEvent::Reset | MachineEvent::PowerOff) {
+        if matches!(
+            event,
+            MachineEvent::Reset | MachineEvent::PowerOff | MachineEvent::SuspendToDisk
+        ) {
             STOP_REQUESTED.with(|flag| flag.set(true));
         }
         // The receiver lives as long as the machine; after it is gone nobody listens anyway.
@@ -92,6 +107,8 @@ impl EventSink {
 pub struct Shared {
     pub gate: VcpuGate,
     pub pio: PioBus,
+    /// Memory-mapped device ranges (PCI memory BARs).
+    pub mmio: MmioBus,
     pub memory: GuestMemoryMmap,
     /// Where the boot vCPU starts after power-on and every reset.
     pub boot_entry: Mutex<BootEntry>,
@@ -106,6 +123,8 @@ pub enum GuestNotice {
     Shutdown { reason: &'static str },
     /// The guest reset the machine.
     Reset,
+    /// The guest entered S4 (QEMU's SUSPEND_DISK), before its Shutdown.
+    SuspendDisk,
     /// The VM stopped because of what the guest did (poweroff under `-no-shutdown`, an
     /// emulation failure).
     Stopped,
@@ -142,15 +161,24 @@ pub enum MachineError {
     Firmware(#[from] FirmwareError),
     #[error("{0}")]
     Chipset(#[from] crate::hw::pc::chipset::ChipsetError),
+    #[error("{0}")]
+    Ide(#[from] crate::hw::ide::piix::IdeAttachError),
     #[error("{count} isa-debugcon port(s) configured but {given} output(s) given")]
     DebugconOutputs { count: usize, given: usize },
     #[error("{0}")]
     Start(String),
     #[error("{0}")]
     CpuFeature(#[from] cpu_features::UnknownFeature),
+    #[error("{0}")]
+    Routing(#[from] irq_routing::RoutingError),
     #[error("cannot start vCPU thread: {0}")]
     Thread(#[source] std::io::Error),
+    #[error("CPU#{0} not available")]
+    NoSuchVcpu(u32),
 }
+
+/// The ACPI SCI's ISA IRQ (QEMU's PIIX4 PM is wired to GSI 9).
+const SCI_IRQ: u32 = 9;
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> MachineError {
     move |source| MachineError::Kvm { what, source }
@@ -165,6 +193,8 @@ pub struct Machine {
     memory_registration: Mutex<Option<JoinHandle<Result<(), MachineError>>>>,
     shared: Arc<Shared>,
     vcpus: Vec<vcpu::Vcpu>,
+    /// A second handle on each vCPU, by index, for register reads by the monitor.
+    inspectors: Vec<VcpuFd>,
     threads: Vec<JoinHandle<()>>,
     /// Host thread id of each vCPU thread, by vCPU index (`query-cpus-fast`).
     vcpu_thread_ids: Vec<i64>,
@@ -174,9 +204,14 @@ pub struct Machine {
     /// The i440FX/PIIX chipset, reset with the machine. Its host bridge owns the PAM
     /// shadowing (`firmware::ShadowSlots`) and through it the BIOS ROM mapping.
     chipset: Chipset,
+    /// The ACPI PM registers: the power button, and reset with the machine.
+    pm: Arc<PowerManagement>,
     split: RamSplit,
     e820: Vec<E820Entry>,
     rsdp_addr: u64,
+    /// Direct kernel boot: the ACPI tables, written again on reset (firmware boot gets them
+    /// from fw_cfg and installs them itself on every boot).
+    direct_boot_acpi: Option<acpi::AcpiTables>,
     no_reboot: bool,
     no_shutdown: bool,
     run_state: Mutex<RunState>,
@@ -185,6 +220,10 @@ pub struct Machine {
     initial_pit: kvm_bindings::kvm_pit_state2,
     /// The drives the disk controllers use.
     drives: Arc<DriveSet>,
+    /// Reset with the machine (SeaBIOS probes it again at every boot).
+    i8042: Arc<I8042>,
+    /// KVM's interrupt routes, where MSI-X vectors get theirs.
+    irq_routing: Arc<GsiRouting>,
 }
 
 impl Machine {
@@ -257,8 +296,7 @@ impl Machine {
             ..Default::default()
         })
         .map_err(kvm_err("creating the in-kernel PIT"))?;
-        vm.set_gsi_routing(&pc_irq_routing())
-            .map_err(kvm_err("setting interrupt routing"))?;
+        let irq_routing = Arc::new(GsiRouting::new(vm.clone())?);
 
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -288,17 +326,36 @@ impl Machine {
         let mut pio = PioBus::new();
         pio.register(COM1_BASE, UART_PORT_COUNT, serial.clone())?;
         let reset_events = event_sink.clone();
-        pio.register(
-            I8042_BASE,
-            I8042_PORT_COUNT,
-            Arc::new(I8042::new(ResetTrigger(Box::new(move || {
-                reset_events.send(MachineEvent::Reset)
-            })))),
-        )?;
+        let i8042 = Arc::new(I8042::new(
+            ResetTrigger(Box::new(move || reset_events.send(MachineEvent::Reset))),
+            Arc::new(KvmIrqLine::new(vm.clone(), KEYBOARD_IRQ)),
+            Arc::new(KvmIrqLine::new(vm.clone(), MOUSE_IRQ)),
+        ));
+        pio.register(I8042_BASE, I8042_PORT_COUNT, i8042.clone())?;
         let poweroff_events = event_sink.clone();
         let pm_block = Arc::new(PowerManagement::new(Box::new(move || {
             poweroff_events.send(MachineEvent::PowerOff)
         })));
+        // The SCI is ISA IRQ 9, level-triggered (the MADT's override says active high).
+        let sci_vm = vm.clone();
+        let sci_events = event_sink.clone();
+        pm_block.connect_sci(Box::new(move |level| {
+            if let Err(e) = sci_vm.set_irq_line(SCI_IRQ, level) {
+                sci_events.send(MachineEvent::InternalError {
+                    vcpu: 0,
+                    detail: format!("KVM: driving the ACPI SCI: {e}"),
+                });
+            }
+        }));
+        let s4_events = event_sink.clone();
+        pm_block.connect_suspend_to_disk(Box::new(move || {
+            s4_events.send(MachineEvent::SuspendToDisk)
+        }));
+        pio.register(
+            GPE0_IO_BASE,
+            GPE0_IO_LEN,
+            Arc::new(Gpe0Block(pm_block.clone())),
+        )?;
         for (debugcon, output) in config.debugcons.iter().zip(debugcon_outputs) {
             pio.register(debugcon.iobase, 1, Arc::new(DebugCon::new(output)))?;
         }
@@ -315,13 +372,28 @@ impl Machine {
             rom.register(&vm)?;
         }
         let shadow = Arc::new(ShadowSlots::new(vm.clone(), &memory, bios)?);
+        let apic_ids: Vec<u32> = (0..config.smp.cpus).map(|i| topology.apic_id(i)).collect();
+        let acpi_tables = acpi::AcpiTables::build(&acpi::AcpiFacts {
+            split: &split,
+            apic_ids: &apic_ids,
+        });
+        // Firmware places and links the tables itself (fw_cfg); direct boot gets them
+        // written into the BIOS area.
+        let (acpi_files, direct_boot_acpi) = if firmware_boot {
+            (acpi_tables.fw_cfg_files(), None)
+        } else {
+            (Vec::new(), Some(acpi_tables))
+        };
         let fw_cfg = firmware::fw_cfg_items(&firmware::FwCfgFacts {
+            acpi_files,
             split: &split,
             e820: firmware::qemu_e820(&split, &e820),
             cpus: config.smp.cpus as u16,
             apic_id_limit: apic_id_limit as u16,
             nographic: config.nographic,
             reboot_timeout: config.boot.reboot_timeout,
+            boot_menu: config.boot.menu,
+            splash_time: config.boot.splash_time,
         })
         .build(memory.clone());
         // The RTC's IRQ 8, an edge through an irqfd like COM1's.
@@ -329,6 +401,7 @@ impl Machine {
             EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(MachineError::EventFd)?;
         vm.register_irqfd(&rtc_irq, RTC_IRQ)
             .map_err(kvm_err("wiring the RTC interrupt"))?;
+        let virtual_clock = Arc::new(VirtualClock::new());
         let rtc = Arc::new(Rtc::new(
             &CmosFacts {
                 ram_below_4g: split.below_4g,
@@ -339,10 +412,26 @@ impl Machine {
             Box::new(move || {
                 let _ = rtc_irq.write(1);
             }),
+            RtcTimeSource::new(config.rtc, virtual_clock.clone()),
         ));
         rtc.start_ticker().map_err(MachineError::Thread)?;
         let cf9_events = event_sink.clone();
         let port92_events = event_sink.clone();
+        // The PIIX3 IDE function (00:01.1) with the drives at IDE positions; its channels
+        // interrupt on ISA IRQs 14 and 15 as level lines.
+        let ide = Arc::new(PiixIde::from_drives(
+            &drives,
+            [
+                Arc::new(KvmIrqLine::new(vm.clone(), ide::PRIMARY_IRQ)),
+                Arc::new(KvmIrqLine::new(vm.clone(), ide::SECONDARY_IRQ)),
+            ],
+            &memory,
+            &|_drive| Err(AttachError::CdromUnsupported),
+        )?);
+        ide.register_legacy_ports(&mut pio)?;
+        for (index, value) in ide.cmos_bytes() {
+            rtc.set_cmos_data(index, value);
+        }
         let chipset = Chipset::install(
             &mut pio,
             ChipsetParts {
@@ -355,15 +444,16 @@ impl Machine {
                     [0x30, 0x33, 0x33, 0x33, 0x33, 0x33, 0x33]
                 },
                 shadow: shadow.clone(),
-                pm_block,
+                pm_block: pm_block.clone(),
                 pm_preset_base: (!firmware_boot).then_some(DIRECT_BOOT_PM_BASE),
                 on_reset: Box::new(move || cf9_events.send(MachineEvent::Reset)),
                 on_fast_reset: Box::new(move || port92_events.send(MachineEvent::Reset)),
                 fw_cfg,
                 rtc,
-                extra_functions: Vec::new(),
+                extra_functions: vec![(devfn(1, 1), ide.clone() as Arc<dyn PciFunction>)],
             },
         )?;
+        ide.attach_io_space(chipset.io_space.clone());
         if let Some(error) = shadow.take_error() {
             return Err(MachineError::Memory(error));
         }
@@ -372,13 +462,11 @@ impl Machine {
             remap_events.send(MachineEvent::InternalError { vcpu: 0, detail })
         }));
 
-        let apic_ids: Vec<u32> = (0..config.smp.cpus).map(|i| topology.apic_id(i)).collect();
-        // Firmware builds its own tables (SeaBIOS's, from fw_cfg).
-        let rsdp_addr = if firmware_boot {
-            0
-        } else {
-            acpi::write_tables(&memory, &apic_ids)
-                .map_err(|e| MachineError::Memory(format!("writing ACPI tables: {e}")))?
+        let rsdp_addr = match &direct_boot_acpi {
+            None => 0,
+            Some(tables) => tables
+                .write_to(&memory)
+                .map_err(|e| MachineError::Memory(e.to_string()))?,
         };
 
         let boot_entry = match &config.kernel_boot {
@@ -387,6 +475,7 @@ impl Machine {
         };
 
         let mut vcpus = Vec::new();
+        let mut inspectors = Vec::new();
         for (index, &apic_id) in apic_ids.iter().enumerate() {
             let fd = vm
                 .create_vcpu(u64::from(apic_id))
@@ -402,7 +491,10 @@ impl Machine {
             let initial_lapic = fd.get_lapic().map_err(kvm_err("reading the local APIC"))?;
             if index == 0 {
                 regs::set_boot_state(&fd, &memory, boot_entry)?;
+            } else {
+                regs::set_power_on_edx(&fd)?;
             }
+            inspectors.push(inspect::inspector(&vm, &fd)?);
             vcpus.push(vcpu::Vcpu {
                 index: index as u32,
                 fd,
@@ -428,8 +520,9 @@ impl Machine {
         let initial_pit = vm.get_pit2().map_err(kvm_err("reading the PIT"))?;
 
         let shared = Arc::new(Shared {
-            gate: VcpuGate::new(vcpus.len()),
+            gate: VcpuGate::new(vcpus.len(), virtual_clock),
             pio,
+            mmio: MmioBus::new(),
             memory,
             boot_entry: Mutex::new(boot_entry),
             events: event_sink,
@@ -439,21 +532,26 @@ impl Machine {
             memory_registration: Mutex::new(Some(memory_registration)),
             shared,
             vcpus,
+            inspectors,
             threads: Vec::new(),
             vcpu_thread_ids: Vec::new(),
             events: Mutex::new(events),
             serial,
             kernel_boot: config.kernel_boot.clone(),
             chipset,
+            pm: pm_block,
             split,
             e820,
             rsdp_addr,
+            direct_boot_acpi,
             no_reboot: config.no_reboot,
             no_shutdown: config.no_shutdown,
             run_state: Mutex::new(RunState::Prelaunch),
             initial_irqchips,
             initial_pit,
             drives,
+            i8042,
+            irq_routing,
         })
     }
 
@@ -478,6 +576,11 @@ impl Machine {
             self.resume().map_err(MachineError::Start)?;
         }
         Ok(())
+    }
+
+    /// KVM's interrupt routing, for devices with MSI-X vectors.
+    pub fn irq_routing(&self) -> &Arc<GsiRouting> {
+        &self.irq_routing
     }
 
     /// The drives the machine's disk controllers use.
@@ -553,8 +656,11 @@ impl Machine {
             let Ok(event) = self.events.lock().unwrap().try_recv() else {
                 break;
             };
+            if event == MachineEvent::SuspendToDisk {
+                notify(GuestNotice::SuspendDisk);
+            }
             match event {
-                MachineEvent::PowerOff => {
+                MachineEvent::PowerOff | MachineEvent::SuspendToDisk => {
                     notify(GuestNotice::Shutdown {
                         reason: "guest-shutdown",
                     });
@@ -607,6 +713,13 @@ impl Machine {
             .map_err(kvm_err("resetting the PIT"))?;
         // A remap KVM refuses is reported as an internal error (see `report_errors_to`).
         self.chipset.reset();
+        self.i8042.reset();
+        self.pm.reset();
+        if let Some(tables) = &self.direct_boot_acpi {
+            tables
+                .write_to(&self.shared.memory)
+                .map_err(|e| MachineError::Memory(e.to_string()))?;
+        }
         if let Some(kernel_boot) = &self.kernel_boot {
             let entry = boot::load_kernel(
                 &self.shared.memory,
@@ -626,6 +739,12 @@ impl Machine {
             self.shared.gate.open();
         }
         Ok(())
+    }
+
+    /// Presses the ACPI power button (monitor `system_powerdown`): the guest sees PWRBTN_STS
+    /// and an SCI if it enabled the button, and nothing otherwise, as on QEMU.
+    pub fn press_power_button(&self) {
+        self.pm.press_power_button();
     }
 
     /// Stops and joins every vCPU thread.
@@ -688,31 +807,4 @@ fn create_memory(
         })
         .map_err(MachineError::Thread)?;
     Ok((memory, registration))
-}
-
-/// QEMU's KVM routing for a PC: GSIs 0-15 on the 8259 pair (2 is the cascade) and GSIs
-/// 0-23 on the IOAPIC, with the PIT's GSI 0 arriving at IOAPIC pin 2 (the MADT override).
-fn pc_irq_routing() -> KvmIrqRouting {
-    let route = |gsi: u32, irqchip: u32, pin: u32| {
-        let mut entry = kvm_irq_routing_entry {
-            gsi,
-            type_: KVM_IRQ_ROUTING_IRQCHIP,
-            ..Default::default()
-        };
-        entry.u.irqchip.irqchip = irqchip;
-        entry.u.irqchip.pin = pin;
-        entry
-    };
-    let mut entries = Vec::new();
-    for gsi in (0..8).filter(|&g| g != 2) {
-        entries.push(route(gsi, KVM_IRQCHIP_PIC_MASTER, gsi));
-    }
-    for gsi in 8..16 {
-        entries.push(route(gsi, KVM_IRQCHIP_PIC_SLAVE, gsi - 8));
-    }
-    for gsi in (0..24).filter(|&g| g != 2) {
-        let pin = if gsi == 0 { 2 } else { gsi };
-        entries.push(route(gsi, KVM_IRQCHIP_IOAPIC, pin));
-    }
-    KvmIrqRouting::from_entries(&entries).expect("a fixed, small routing table")
 }

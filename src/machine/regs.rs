@@ -159,7 +159,7 @@ fn set_reset_state(vcpu: &VcpuFd) -> Result<(), RegsError> {
     vcpu.set_regs(&kvm_regs {
         rip: 0xfff0,
         rflags: 0x2,
-        rdx: 0x600,
+        rdx: processor_signature(vcpu),
         ..Default::default()
     })?;
     vcpu.set_fpu(&kvm_fpu {
@@ -168,6 +168,30 @@ fn set_reset_state(vcpu: &VcpuFd) -> Result<(), RegsError> {
         ..Default::default()
     })?;
     Ok(())
+}
+
+/// An application processor waiting for INIT/SIPI keeps KVM's power-on registers, but with
+/// the processor signature in EDX as after a hardware reset (QEMU shows it there too).
+pub fn set_power_on_edx(vcpu: &VcpuFd) -> Result<(), RegsError> {
+    let mut regs = vcpu.get_regs()?;
+    regs.rdx = processor_signature(vcpu);
+    vcpu.set_regs(&regs)?;
+    Ok(())
+}
+
+/// CPUID leaf 1 EAX of this vCPU (family, model, stepping), which a CPU leaves in EDX
+/// after reset (QEMU does the same); the generic family-6 value if KVM cannot say.
+fn processor_signature(vcpu: &VcpuFd) -> u64 {
+    vcpu.get_cpuid2(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .ok()
+        .and_then(|cpuid| {
+            cpuid
+                .as_slice()
+                .iter()
+                .find(|e| e.function == 1 && e.index == 0)
+                .map(|e| u64::from(e.eax))
+        })
+        .unwrap_or(0x600)
 }
 
 const APIC_LVT0: usize = 0x350;

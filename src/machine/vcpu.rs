@@ -63,10 +63,9 @@ pub fn run(mut vcpu: Vcpu, shared: Arc<Shared>) {
         match exit {
             Ok(VcpuExit::IoIn(port, data)) => shared.pio.read(port, data),
             Ok(VcpuExit::IoOut(port, data)) => shared.pio.write(port, data),
-            // Nothing is mapped outside RAM and the in-kernel APICs yet: reads see zeroes and
-            // writes are dropped, as for unassigned memory on QEMU.
-            Ok(VcpuExit::MmioRead(_, data)) => data.fill(0),
-            Ok(VcpuExit::MmioWrite(_, _)) => {}
+            // Unassigned addresses read as zeroes and drop writes, as on QEMU.
+            Ok(VcpuExit::MmioRead(addr, data)) => shared.mmio.read(addr, data),
+            Ok(VcpuExit::MmioWrite(addr, data)) => shared.mmio.write(addr, data),
             // A triple fault resets a PC.
             Ok(VcpuExit::Shutdown) => shared.events.send(MachineEvent::Reset),
             Ok(VcpuExit::Hlt) => {}

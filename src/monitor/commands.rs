@@ -9,7 +9,10 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use super::qmp::MonitorEvents;
+use super::qom_order::child_walk_order;
+use super::registers::VcpuRegisters;
 use super::run_state::{RunState, StatusInfo};
+use crate::chardev::{ChardevInfo, ChardevInfoSource};
 
 /// One vCPU as `query-cpus-fast` reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,9 +43,21 @@ pub trait VmControl: Send + Sync {
     /// A system reset asked for by the host (`system_reset`): the VM is reset now, or,
     /// under `-no-reboot`, the process is asked to end (exit status 0) instead.
     fn system_reset(&self) -> Result<SystemReset, String>;
+    /// Presses the ACPI power button (`system_powerdown`); what follows is up to the guest.
+    /// A machine without one says so.
+    fn system_powerdown(&self) -> Result<(), String> {
+        Err("system_powerdown: this machine has no ACPI power button".into())
+    }
     /// Every vCPU, ordered by index, with the TID of its thread (`query-cpus-fast`). Called
     /// on the main loop thread, possibly while the vCPUs run.
     fn vcpus(&self) -> Vec<VcpuInfo>;
+    /// The registers of vCPU `index` (`info registers`); a running VM is held still while
+    /// they are read. Machines that cannot say fail with a reason.
+    fn cpu_registers(&self, index: u32) -> Result<VcpuRegisters, String> {
+        Err(format!(
+            "the registers of CPU#{index} cannot be read on this machine"
+        ))
+    }
 }
 
 /// What [`VmControl::system_reset`] did.
@@ -104,6 +119,8 @@ pub struct MonitorCommands {
     vm_name: Option<String>,
     /// The VM's drives, for the block commands.
     drives: Arc<DriveSet>,
+    /// The machine's chardevs (`query-chardev`); none known until set.
+    chardevs: ChardevInfoSource,
     quitting: AtomicBool,
 }
 
@@ -115,6 +132,7 @@ impl MonitorCommands {
             block: super::block::BlockCommandState::default(),
             vm_name: None,
             drives: Arc::new(DriveSet::default()),
+            chardevs: ChardevInfoSource::default(),
             quitting: AtomicBool::new(false),
         }
     }
@@ -134,6 +152,24 @@ impl MonitorCommands {
     /// The VM's drives.
     pub fn drives(&self) -> &Arc<DriveSet> {
         &self.drives
+    }
+
+    /// Sets the chardevs that `query-chardev` reports.
+    pub fn with_chardevs(mut self, chardevs: ChardevInfoSource) -> MonitorCommands {
+        self.chardevs = chardevs;
+        self
+    }
+
+    /// `query-chardev` / `info chardev`, in QEMU's order: the reverse of its walk over
+    /// the `/chardevs` container (see [`child_walk_order`]).
+    pub fn query_chardev(&self) -> Vec<ChardevInfo> {
+        let list = self.chardevs.list();
+        let labels: Vec<&str> = list.iter().map(|c| c.label.as_str()).collect();
+        child_walk_order(&labels)
+            .into_iter()
+            .rev()
+            .map(|i| list[i].clone())
+            .collect()
     }
 
     /// Where events go; the machine side emits guest-initiated ones (`RESET`, `SHUTDOWN`,
@@ -177,6 +213,11 @@ impl MonitorCommands {
     /// `query-cpus-fast`.
     pub fn query_cpus_fast(&self) -> Vec<VcpuInfo> {
         self.vm.vcpus()
+    }
+
+    /// The registers of vCPU `index` (`info registers`).
+    pub fn cpu_registers(&self, index: u32) -> Result<VcpuRegisters, String> {
+        self.vm.cpu_registers(index)
     }
 
     /// `query-status` / `info status`.
@@ -229,6 +270,14 @@ impl MonitorCommands {
                 self.events.shutdown(false, REASON);
             }
         }
+        Ok(())
+    }
+
+    /// `system_powerdown`: the power button is pressed and QEMU 7.2 sends `POWERDOWN`
+    /// (whether or not the guest listens), before the command's reply.
+    pub fn system_powerdown(&self) -> Result<(), CommandError> {
+        self.vm.system_powerdown().map_err(CommandError::generic)?;
+        self.events.powerdown();
         Ok(())
     }
 

@@ -7,11 +7,14 @@ pub mod block;
 mod commands;
 mod hmp;
 pub mod qmp;
+mod qom_order;
+mod registers;
 mod run_state;
 
 pub use commands::{CommandError, ErrorClass, MonitorCommands, SystemReset, VcpuInfo, VmControl};
 pub use hmp::Hmp;
 pub use qmp::{MonitorEvents, Qmp};
+pub use registers::VcpuRegisters;
 pub use run_state::{RunState, StatusInfo};
 
 /// The QEMU version vmscope emulates, as the HMP banner shows it.

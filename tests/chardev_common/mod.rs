@@ -98,6 +98,7 @@ pub struct MockVm {
     pub state: Mutex<RunState>,
     pub quits: AtomicUsize,
     pub resets: AtomicUsize,
+    pub powerdowns: AtomicUsize,
     pub loop_handle: OnceLock<LoopHandle>,
 }
 
@@ -107,6 +108,7 @@ impl MockVm {
             state: Mutex::new(state),
             quits: AtomicUsize::new(0),
             resets: AtomicUsize::new(0),
+            powerdowns: AtomicUsize::new(0),
             loop_handle: OnceLock::new(),
         })
     }
@@ -144,6 +146,12 @@ impl VmControl for MockVm {
     fn system_reset(&self) -> Result<SystemReset, String> {
         self.resets.fetch_add(1, Ordering::SeqCst);
         Ok(SystemReset::Reset)
+    }
+
+    /// The button is pressed; a guest without ACPI (QEMU's `-S` one) ignores it.
+    fn system_powerdown(&self) -> Result<(), String> {
+        self.powerdowns.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 
     /// One vCPU, as QEMU's default `-smp 1` machine has, run by this process's thread.
@@ -249,7 +257,8 @@ impl Running {
             tx.send(ml.handle()).unwrap();
             let _ = vm2.loop_handle.set(ml.handle());
             let mut chardevs = Chardevs::open(&configs, &ml).expect("chardevs open");
-            let commands = Arc::new(MonitorCommands::new(vm2.clone()));
+            let commands =
+                Arc::new(MonitorCommands::new(vm2.clone()).with_chardevs(chardevs.info_source()));
             for a in attach {
                 match a {
                     Attach::Hmp(id) => {

@@ -102,10 +102,22 @@ pub fn run(
     input: Option<&SerialInput>,
     timeout: Duration,
 ) -> RunResult {
+    run_with_env(program, args, &[], input, timeout)
+}
+
+/// [`run`] with extra environment variables (e.g. `TZ`).
+pub fn run_with_env(
+    program: &Path,
+    args: &[String],
+    env: &[(&str, &str)],
+    input: Option<&SerialInput>,
+    timeout: Duration,
+) -> RunResult {
     let command = format!("{} {}", program.display(), args.join(" "));
     let start = Instant::now();
     let mut child = match Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -210,7 +210,8 @@ fn create_image(filename: &str, spec: &CreateSpec) -> Result<(), CmdError> {
                 .truncate(true)
                 .open(path)
                 .map_err(|e| fail(format!("{filename}: Could not create '{filename}': {e}")))?;
-            f.set_len(spec.qcow2.size)
+            // Whole 512-byte sectors, as qemu-img creates them.
+            f.set_len(spec.qcow2.size.div_ceil(512).saturating_mul(512))
                 .map_err(|e| fail(format!("{filename}: Could not resize file: {e}")))?;
             drop(f);
             match spec.raw_prealloc {
@@ -533,6 +534,7 @@ fn write_chunk(
         }
     }
     if compress {
+        let target_size = target.virtual_size().ok();
         let mut pos = 0usize;
         while pos < data.len() {
             let n = (cluster as usize).min(data.len() - pos);
@@ -541,7 +543,10 @@ fn write_chunk(
                 pos += n;
                 continue;
             }
-            if n as u64 == cluster && (off + pos as u64).is_multiple_of(cluster) {
+            let at = off + pos as u64;
+            // A whole cluster, or the image's last, partial one (compressed padded, as QEMU).
+            let whole = n as u64 == cluster || Some(at + n as u64) == target_size;
+            if whole && at.is_multiple_of(cluster) {
                 target.write_compressed(off + pos as u64, part).map_err(e)?;
             } else {
                 target.write_at(off + pos as u64, part).map_err(e)?;

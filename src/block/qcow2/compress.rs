@@ -66,9 +66,12 @@ pub fn compress(kind: CompressionType, input: &[u8]) -> BlockResult<Option<Vec<u
             }
             out
         }
-        CompressionType::Zstd => {
-            ruzstd::encoding::compress_to_vec(input, ruzstd::encoding::CompressionLevel::Fastest)
-        }
+        // QEMU 7.2 (qcow2-threads.c) compresses with a fresh ZSTD_CCtx and no parameters
+        // set, i.e. zstd's default level (3), one frame per cluster with the content size
+        // and no checksum: the same here. The pure-Rust encoder only offers level 1, whose
+        // clusters came out far larger than QEMU's, hence libzstd for compression.
+        CompressionType::Zstd => zstd::bulk::compress(input, zstd::DEFAULT_COMPRESSION_LEVEL)
+            .map_err(|e| BlockError::Corrupt(format!("Could not compress cluster: {e}")))?,
     };
     if out.len() >= input.len() {
         return Ok(None);

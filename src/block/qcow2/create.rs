@@ -182,6 +182,9 @@ pub fn create(path: &Path, opts: &Qcow2CreateOptions) -> BlockResult<()> {
     file.flush()?;
     drop(file);
     h.size = opts.size;
+    // QEMU rounds the size up to whole 512-byte sectors when creating (and reads a header
+    // size rounded down), so an unaligned size is stored aligned.
+    let size = opts.size.div_ceil(512).saturating_mul(512);
 
     // Grow to the requested size through the normal allocator, as QEMU does.
     let file = HostFile::open(path, false, CacheMode::Writeback)?;
@@ -191,7 +194,7 @@ pub fn create(path: &Path, opts: &Qcow2CreateOptions) -> BlockResult<()> {
         &Qcow2CacheOptions::default(),
         false,
     )?;
-    img.resize(opts.size)?;
+    img.resize(size)?;
     if opts.preallocation != Preallocation::Off {
         preallocate(&img, opts.preallocation)?;
     }

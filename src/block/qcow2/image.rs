@@ -1211,17 +1211,31 @@ impl Qcow2Image {
     }
 
     /// Writes one whole cluster compressed (as `qemu-img convert -c` / `write -c`). The
-    /// cluster must be unallocated in this image.
+    /// cluster must be unallocated in this image. The last cluster of an image whose size
+    /// is not a multiple of the cluster size may be partial: it is padded with zeros and
+    /// compressed, as QEMU does.
     pub fn write_compressed(&self, g: u64, data: &[u8]) -> BlockResult<()> {
         self.check_writable()?;
         let cs = self.cluster_size;
-        if !g.is_multiple_of(cs) || data.len() as u64 != cs {
+        let len = data.len() as u64;
+        let tail = len < cs && g.checked_add(len) == Some(self.virtual_size());
+        if !g.is_multiple_of(cs) || !(len == cs || tail) || len == 0 {
             return Err(BlockError::InvalidOption(
                 "Compressed writes must cover whole clusters".into(),
             ));
         }
+        let unpadded = data;
+        let padded;
+        let data = if tail {
+            let mut v = vec![0u8; cs as usize];
+            v[..data.len()].copy_from_slice(data);
+            padded = v;
+            &padded[..]
+        } else {
+            data
+        };
         let Some(comp) = compress::compress(self.compression, data)? else {
-            return self.write(g, data, &|_, b| {
+            return self.write(g, unpadded, &|_, b| {
                 b.fill(0);
                 Ok(())
             });
@@ -1238,16 +1252,32 @@ impl Qcow2Image {
                 "Compressed write to an allocated cluster".into(),
             ));
         }
-        // Pack compressed clusters back to back as QEMU does: continue in the cluster the
-        // previous one ended in when the bytes fit there (that cluster gains a reference).
+        // Pack compressed clusters back to back as QEMU does: continue where the previous
+        // one ended (that cluster gains a reference). When the bytes do not fit in its
+        // cluster, they run on into the following clusters if those are the next ones
+        // allocated, as QEMU's byte allocator does; otherwise start afresh.
         let len = comp.len() as u64;
         let mut host = None;
         if let Some(cur) = st.compressed_cursor {
             let cluster = cur & !(cs - 1);
-            let fits = cur + len <= cluster + cs;
-            let live = self.get_refcount(&mut st, cluster >> self.cluster_bits)? > 0;
-            if fits && live && self.update_refcounts(&mut st, cluster, 1, 1).is_ok() {
-                host = Some(cur);
+            let refs = self.get_refcount(&mut st, cluster >> self.cluster_bits)?;
+            // Live, and able to take one more reference (refcount_bits=1 cannot share).
+            if refs > 0 && refs < refcount::max_value(self.refcount_order) {
+                let cluster_end = cluster + cs;
+                let spill = (cur + len).saturating_sub(cluster_end).div_ceil(cs);
+                let continued = if spill == 0 {
+                    true
+                } else {
+                    let next = self.alloc_clusters(&mut st, spill)?;
+                    if next != cluster_end {
+                        // Not adjacent: give the clusters back, start afresh below.
+                        self.update_refcounts(&mut st, next, spill, -1)?;
+                    }
+                    next == cluster_end
+                };
+                if continued && self.update_refcounts(&mut st, cluster, 1, 1).is_ok() {
+                    host = Some(cur);
+                }
             }
         }
         let l1_index = (g >> (self.cluster_bits + self.l2_bits)) as usize;

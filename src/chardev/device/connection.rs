@@ -81,6 +81,32 @@ impl SocketBackend {
     }
 }
 
+impl SocketBackend {
+    fn kind(&self) -> &'static str {
+        if self.telnet {
+            "telnet"
+        } else {
+            "tcp"
+        }
+    }
+
+    /// QEMU's `filename` while no peer is connected: `disconnected:unix:/tmp/s,server=on`,
+    /// `disconnected:tcp:localhost:4444` (a client's address as given).
+    pub(super) fn disconnected_filename(&self) -> String {
+        match &self.role {
+            Role::Server { server, .. } => {
+                format!("disconnected:{},server=on", server.description)
+            }
+            Role::Client { target, .. } => match target {
+                ConnectTarget::Unix(_) => format!("disconnected:unix:{}", target.text()),
+                ConnectTarget::Tcp { .. } => {
+                    format!("disconnected:{}:{}", self.kind(), target.text())
+                }
+            },
+        }
+    }
+}
+
 impl Chardev {
     /// Listens (a `wait` server also takes its first client now) or connects.
     pub(super) fn register_socket(
@@ -228,6 +254,9 @@ impl Chardev {
             }
             Role::Client { error_reported, .. } => *error_reported = false,
         }
+        let is_server = matches!(socket.role, Role::Server { .. });
+        self.status
+            .set_filename(stream.connection_filename(socket.kind(), is_server));
         if socket.telnet {
             // Before anything a front end writes (the banner).
             self.shared.queue_raw(&NEGOTIATION);
@@ -368,14 +397,16 @@ impl Chardev {
     /// replies queued for it are sent.
     fn disconnect(&mut self, ml: &MainLoop) {
         let this = self.this.clone();
-        let Backend::Socket(SocketBackend {
-            conn: Some(conn), ..
-        }) = &mut self.backend
-        else {
+        let Backend::Socket(socket) = &mut self.backend else {
+            return;
+        };
+        let filename = socket.disconnected_filename();
+        let Some(conn) = &mut socket.conn else {
             return;
         };
         conn.closing = true;
         self.open = false;
+        self.status.set_filename(filename);
         // Nothing written from now on is for this peer.
         self.shared.stop_accepting();
         conn.drain_timer = Some(ml.add_timer(DRAIN_GRACE, move |ml| {

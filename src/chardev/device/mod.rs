@@ -22,6 +22,7 @@ use super::mux::{
     MuxEscape, MuxKey, COMMIT_UNSUPPORTED_TEXT, HELP_TEXT, MAX_MUX_FRONTENDS, TERMINATED_TEXT,
 };
 use super::output::{spawn_writer_thread, ChardevShared, ChardevWriter, Drain, ThreadSink};
+use super::status::ChardevStatus;
 use super::{terminal, ChardevError, ChardevEvent, ChardevFrontend};
 use crate::config::{ChardevBackend, ChardevConfig};
 
@@ -58,6 +59,8 @@ enum Backend {
 pub(crate) struct Chardev {
     pub(crate) id: String,
     pub(crate) shared: Arc<ChardevShared>,
+    /// What `query-chardev` reports (filename, front end open).
+    pub(crate) status: Arc<ChardevStatus>,
     this: Weak<RefCell<Chardev>>,
     hooks: Rc<MuxHooks>,
     mux: Option<MuxEscape>,
@@ -72,6 +75,17 @@ pub(crate) struct Chardev {
     events: VecDeque<(usize, ChardevEvent)>,
     kick_watch: Option<WatchId>,
     backend: Backend,
+}
+
+/// QEMU's `filename` of a chardev that is not a socket.
+fn plain_filename(backend: &ChardevBackend) -> &'static str {
+    match backend {
+        ChardevBackend::Null => "null",
+        ChardevBackend::Stdio { .. } => "stdio",
+        ChardevBackend::File { .. } => "file",
+        ChardevBackend::Pipe { .. } => "pipe",
+        ChardevBackend::Socket(_) => "socket",
+    }
 }
 
 /// Wraps a method of the chardev behind `weak` as a loop callback.
@@ -203,10 +217,15 @@ impl Chardev {
             }
         };
 
+        let filename = match &backend {
+            Backend::Plain { .. } => plain_filename(&config.backend).to_string(),
+            Backend::Socket(socket) => socket.disconnected_filename(),
+        };
         let dev = Rc::new_cyclic(|this| {
             RefCell::new(Chardev {
                 id: config.id.clone(),
                 shared,
+                status: ChardevStatus::new(&config.id, config.mux, filename),
                 this: this.clone(),
                 hooks,
                 mux: config.mux.then(MuxEscape::default),
@@ -269,6 +288,7 @@ impl Chardev {
             frontend,
             pending: VecDeque::new(),
         });
+        self.status.frontend_attached();
         let index = self.slots.len() - 1;
         if self.mux.is_some() {
             // QEMU gives the focus to the front end attached last.

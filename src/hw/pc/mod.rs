@@ -12,6 +12,7 @@ pub mod piix3;
 pub mod piix4_pm;
 pub mod port92;
 pub mod rtc;
+pub mod rtc_clock;
 
 /// QEMU's subsystem ids on every PCI function it creates (Red Hat, QEMU).
 pub const QEMU_SUBSYSTEM_VENDOR: u16 = 0x1af4;

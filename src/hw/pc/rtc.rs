@@ -7,11 +7,12 @@
 //! A ticker thread wakes for the next due event. Register A's update-in-progress bit is set
 //! during the last 244 µs of every second, as on the chip.
 //!
-//! `-rtc` options other than the defaults (`base=utc,clock=host`) are refused by the
-//! command line.
+//! The time comes from an [`RtcTimeSource`] (`-rtc base=...,clock=...`).
 
 use std::sync::{Arc, Condvar, Mutex, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use super::rtc_clock::RtcTimeSource;
 
 use crate::hw::bus::PioDevice;
 
@@ -181,13 +182,6 @@ pub struct Rtc {
     irq: RtcIrq,
 }
 
-fn host_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
 /// The periodic interrupt period for register A's rate select, if enabled.
 fn periodic_period(reg_a: u8) -> Option<i64> {
     let rate = i64::from(reg_a & REG_A_RATE);
@@ -201,9 +195,10 @@ fn periodic_period(reg_a: u8) -> Option<i64> {
 }
 
 impl Rtc {
-    /// An RTC on host UTC time raising `irq`; call [`Rtc::start_ticker`] for its interrupts.
-    pub fn new(facts: &CmosFacts, irq: RtcIrq) -> Rtc {
-        Rtc::with_clock(facts, Box::new(host_now), irq)
+    /// An RTC showing `time`'s time and raising `irq`; call [`Rtc::start_ticker`] for its
+    /// interrupts.
+    pub fn new(facts: &CmosFacts, irq: RtcIrq, time: RtcTimeSource) -> Rtc {
+        Rtc::with_clock(facts, Box::new(move || time.now_ns()), irq)
     }
 
     fn with_clock(facts: &CmosFacts, now: Box<dyn Fn() -> i64 + Send + Sync>, irq: RtcIrq) -> Rtc {
@@ -240,6 +235,14 @@ impl Rtc {
             changed: Condvar::new(),
             now,
             irq,
+        }
+    }
+
+    /// Sets a CMOS byte as the board does after its devices exist (QEMU's
+    /// `mc146818rtc_set_cmos_data`, used for the IDE disk bytes).
+    pub fn set_cmos_data(&self, index: u8, value: u8) {
+        if let Some(byte) = self.state.lock().unwrap().nvram.get_mut(usize::from(index)) {
+            *byte = value;
         }
     }
 
@@ -565,6 +568,7 @@ mod tests {
             Box::new(move || {
                 seen.fetch_add(1, Ordering::SeqCst);
             }),
+            RtcTimeSource::new(Default::default(), Default::default()),
         ));
         rtc.start_ticker().unwrap();
         // 8 Hz periodic interrupts, acknowledged as they come.

@@ -6,6 +6,7 @@ pub mod bar;
 pub mod config;
 pub mod host;
 pub mod io_space;
+pub mod msix;
 
 pub use config::ConfigSpace;
 pub use host::{PciBus, PciConfigPorts, PCI_CONFIG_ADDRESS, PCI_CONFIG_PORT_COUNT};

@@ -7,6 +7,7 @@
 //! socat shuts its side down right after sending (the chardev delivers everything before
 //! reporting the disconnect and sends the replies before closing).
 
+mod args;
 mod readline;
 mod table;
 
@@ -105,19 +106,61 @@ impl Hmp {
                 self.flush(state);
             }
         }
-        let text = execute(&self.commands, parsed);
+        // vmscope has no `cpu` command: an HMP monitor's current CPU stays the first.
+        let text = execute(&self.commands, parsed, 0);
         puts(state, &text);
         self.resume(state);
     }
 }
 
 /// Runs one HMP command line and returns its output (`\n` line ends), without any
-/// terminal handling: QMP's `human-monitor-command` uses it.
-pub(crate) fn run_line_for_text(commands: &MonitorCommands, line: &[u8]) -> Vec<u8> {
-    execute(commands, table::parse(line))
+/// terminal handling: QMP's `human-monitor-command` uses it, with its `cpu-index` as the
+/// monitor's current CPU.
+pub(crate) fn run_line_for_text(
+    commands: &MonitorCommands,
+    line: &[u8],
+    current_cpu: u32,
+) -> Vec<u8> {
+    execute(commands, table::parse(line), current_cpu)
 }
 
-fn execute(commands: &MonitorCommands, parsed: Parsed) -> Vec<u8> {
+/// `info registers [-a] [vcpu]`.
+fn info_registers(
+    commands: &MonitorCommands,
+    argument: Option<&[u8]>,
+    current_cpu: u32,
+) -> Vec<u8> {
+    let (all, vcpu) = args::registers(argument.unwrap_or_default()).unwrap_or((false, None));
+    let cpus: Vec<u32> = commands.query_cpus_fast().iter().map(|c| c.index).collect();
+    let chosen: Vec<u32> = if all {
+        cpus
+    } else {
+        let index = match vcpu {
+            Some(v) if v >= 0 => v,
+            _ => i64::from(current_cpu),
+        };
+        match cpus.iter().find(|&&c| i64::from(c) == index) {
+            Some(&c) => vec![c],
+            None if vcpu.is_some_and(|v| v >= 0) => {
+                return format!("CPU#{index} not available\n").into_bytes()
+            }
+            None => return b"No CPU available\n".to_vec(),
+        }
+    };
+    let mut out = String::new();
+    for index in chosen {
+        match commands
+            .cpu_registers(index)
+            .and_then(|registers| super::registers::dump(index, &registers))
+        {
+            Ok(text) => out.push_str(&text),
+            Err(e) => out.push_str(&format!("{e}\n")),
+        }
+    }
+    out.into_bytes()
+}
+
+fn execute(commands: &MonitorCommands, parsed: Parsed, current_cpu: u32) -> Vec<u8> {
     let report = |result: Result<(), super::CommandError>| match result {
         Ok(()) => Vec::new(),
         Err(e) => format!("Error: {}\n", e.desc).into_bytes(),
@@ -149,8 +192,7 @@ fn execute(commands: &MonitorCommands, parsed: Parsed) -> Vec<u8> {
             Action::InfoCpus => {
                 let mut text = String::new();
                 for cpu in commands.query_cpus_fast() {
-                    // The monitor's current CPU (QEMU's `cpu` command) is the first one.
-                    let mark = if cpu.index == 0 { '*' } else { ' ' };
+                    let mark = if cpu.index == current_cpu { '*' } else { ' ' };
                     text.push_str(&format!(
                         "{mark} CPU #{}: thread_id={}\n",
                         cpu.index, cpu.thread_id
@@ -158,7 +200,15 @@ fn execute(commands: &MonitorCommands, parsed: Parsed) -> Vec<u8> {
                 }
                 text.into_bytes()
             }
+            Action::InfoChardev => commands
+                .query_chardev()
+                .iter()
+                .map(|c| format!("{}: filename={}\n", c.label, c.filename))
+                .collect::<String>()
+                .into_bytes(),
+            Action::InfoRegisters => info_registers(commands, argument.as_deref(), current_cpu),
             Action::SystemReset => report(commands.system_reset()),
+            Action::SystemPowerdown => report(commands.system_powerdown()),
             Action::Stop => report(commands.stop()),
             Action::Cont => report(commands.cont()),
             Action::Quit => report(commands.quit()),

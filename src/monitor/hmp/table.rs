@@ -18,7 +18,10 @@ pub(crate) enum Action {
     InfoName,
     InfoKvm,
     InfoCpus,
+    InfoChardev,
+    InfoRegisters,
     SystemReset,
+    SystemPowerdown,
     Stop,
     Cont,
     Quit,
@@ -32,6 +35,9 @@ pub(crate) enum Args {
     None,
     /// `S?`: the rest of the line, optional.
     OptionalRest,
+    /// `info registers`'s `cpustate_all:-a,vcpu:i?`, checked here and interpreted by the
+    /// command (see [`super::args::registers`]); the argument is the rest of the line.
+    Registers,
 }
 
 pub(crate) struct HmpCommand {
@@ -157,6 +163,14 @@ pub(crate) static COMMANDS: &[HmpCommand] = &[
         sub_table: None,
     },
     HmpCommand {
+        name: "system_powerdown",
+        params: "",
+        help: "send system power down event",
+        args: Args::None,
+        action: Action::SystemPowerdown,
+        sub_table: None,
+    },
+    HmpCommand {
         name: "system_reset",
         params: "",
         help: "reset the system",
@@ -192,6 +206,14 @@ pub(crate) static INFO_COMMANDS: &[HmpCommand] = &[
         sub_table: None,
     },
     HmpCommand {
+        name: "chardev",
+        params: "",
+        help: "show the character devices",
+        args: Args::None,
+        action: Action::InfoChardev,
+        sub_table: None,
+    },
+    HmpCommand {
         name: "cpus",
         params: "",
         help: "show infos for each CPU",
@@ -213,6 +235,14 @@ pub(crate) static INFO_COMMANDS: &[HmpCommand] = &[
         help: "show the current VM name",
         args: Args::None,
         action: Action::InfoName,
+        sub_table: None,
+    },
+    HmpCommand {
+        name: "registers",
+        params: "[-a|vcpu]",
+        help: "show the cpu registers (-a: show register info for all cpus; vcpu: specific vCPU to query; show the current CPU's registers if no argument is specified)",
+        args: Args::Registers,
+        action: Action::InfoRegisters,
         sub_table: None,
     },
     HmpCommand {
@@ -278,6 +308,15 @@ pub(crate) fn parse(line: &[u8]) -> Parsed {
     let rest = skip_spaces(line, pos);
     let argument = match command.args {
         Args::OptionalRest => (rest < line.len()).then(|| line[rest..].to_vec()),
+        Args::Registers => {
+            if let Err(first) = super::args::registers(&line[rest..]) {
+                let mut text = format!("{first}\nTry \"help ").into_bytes();
+                text.extend_from_slice(trim_end(&line[..pos]));
+                text.extend_from_slice(b"\" for more information\n");
+                return Parsed::Error(text);
+            }
+            Some(line[rest..].to_vec())
+        }
         Args::None => {
             if rest < line.len() {
                 // The command name as the table spells it (with aliases), then QEMU's hint
@@ -299,6 +338,16 @@ pub(crate) fn parse(line: &[u8]) -> Parsed {
         }
     };
     Parsed::Command { command, argument }
+}
+
+fn trim_end(mut text: &[u8]) -> &[u8] {
+    while let [rest @ .., last] = text {
+        if !is_space(*last) {
+            break;
+        }
+        text = rest;
+    }
+    text
 }
 
 /// Finds the (sub)command starting at `pos`; returns it and the position after its name
@@ -546,6 +595,10 @@ mod tests {
     fn help_texts() {
         let help = |arg: &[u8]| String::from_utf8(help_text(Some(arg))).unwrap();
         assert_eq!(help(b"stop"), "stop|s  -- stop emulation\n");
+        assert_eq!(
+            help(b"system_powerdown"),
+            "system_powerdown  -- send system power down event\n"
+        );
         assert_eq!(help(b"?"), "help|? [cmd] -- show the help\n");
         assert_eq!(
             help(b" info  status "),
@@ -567,6 +620,7 @@ mod tests {
              info [subcommand] -- show various information about the system state\n\
              quit|q  -- quit the emulator\n\
              stop|s  -- stop emulation\n\
+             system_powerdown  -- send system power down event\n\
              system_reset  -- reset the system\n"
         );
     }
@@ -592,6 +646,7 @@ mod tests {
                     "s".into(),
                     "snapshot_blkdev".into(),
                     "stop".into(),
+                    "system_powerdown".into(),
                     "system_reset".into()
                 ]
             )
@@ -605,9 +660,11 @@ mod tests {
                     "block".into(),
                     "block-jobs".into(),
                     "blockstats".into(),
+                    "chardev".into(),
                     "cpus".into(),
                     "kvm".into(),
                     "name".into(),
+                    "registers".into(),
                     "status".into(),
                     "version".into()
                 ]
@@ -616,6 +673,6 @@ mod tests {
         assert_eq!(names(b"help in"), (2, vec!["info".to_string()]));
         assert_eq!(names(b"help info s"), (1, vec!["status".to_string()]));
         assert_eq!(names(b"stop ").1, Vec::<String>::new());
-        assert_eq!(names(b"").1.len(), 18);
+        assert_eq!(names(b"").1.len(), 19);
     }
 }

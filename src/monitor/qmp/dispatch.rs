@@ -36,7 +36,10 @@ pub(crate) enum Action {
     Cont,
     Quit,
     SystemReset,
+    SystemPowerdown,
     HumanMonitorCommand,
+    QueryChardev,
+    QueryQmpSchema,
     /// The block commands (`monitor::block`), which check their own arguments.
     Block(crate::monitor::block::qmp::BlockQmp),
 }
@@ -87,6 +90,11 @@ static COMMANDS: &[QmpCommand] = &[
         action: Action::QueryKvm,
     },
     QmpCommand {
+        name: "system_powerdown",
+        params: &[],
+        action: Action::SystemPowerdown,
+    },
+    QmpCommand {
         name: "system_reset",
         params: &[],
         action: Action::SystemReset,
@@ -95,6 +103,11 @@ static COMMANDS: &[QmpCommand] = &[
         name: "query-cpus-fast",
         params: &[],
         action: Action::QueryCpusFast,
+    },
+    QmpCommand {
+        name: "query-qmp-schema",
+        params: &[],
+        action: Action::QueryQmpSchema,
     },
     QmpCommand {
         name: "quit",
@@ -124,6 +137,11 @@ static COMMANDS: &[QmpCommand] = &[
         name: "transaction",
         params: &[],
         action: Action::Block(BlockQmp::Transaction),
+    },
+    QmpCommand {
+        name: "query-chardev",
+        params: &[],
+        action: Action::QueryChardev,
     },
     QmpCommand {
         name: "block-job-complete",
@@ -466,12 +484,34 @@ fn execute(
                 .map(cpu_info_fast)
                 .collect(),
         )),
+        Action::QueryChardev => Ok(QObject::List(
+            commands
+                .query_chardev()
+                .into_iter()
+                .map(|c| {
+                    QObject::Dict(
+                        QDict::new()
+                            .with("label", c.label)
+                            .with("filename", c.filename)
+                            .with("frontend-open", c.frontend_open),
+                    )
+                })
+                .collect(),
+        )),
+        Action::QueryQmpSchema => {
+            let names: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
+            super::schema::query_qmp_schema(&names).ok_or_else(|| {
+                CommandError::generic("vmscope's built-in QMP schema data are unreadable")
+            })
+        }
         Action::Stop => unit(commands.stop()),
         Action::Cont => unit(commands.cont()),
         Action::Quit => unit(commands.quit()),
         Action::SystemReset => unit(commands.system_reset()),
+        Action::SystemPowerdown => unit(commands.system_powerdown()),
         Action::Block(block) => crate::monitor::block::qmp::execute(commands, block, args),
         Action::HumanMonitorCommand => {
+            let mut current_cpu = 0;
             if let Some(QObject::Int(index)) = args.get("cpu-index") {
                 let count = commands.query_cpus_fast().len() as i64;
                 if !(0..count).contains(index) {
@@ -479,11 +519,12 @@ fn execute(
                         "Parameter 'cpu-index' expects a CPU number",
                     ));
                 }
+                current_cpu = *index as u32;
             }
             let Some(QObject::String(line)) = args.get("command-line") else {
                 unreachable!("checked by check_arguments");
             };
-            let text = run_line_for_text(commands, line.as_bytes());
+            let text = run_line_for_text(commands, line.as_bytes(), current_cpu);
             // The monitor's output path turns every newline into CRLF, also here.
             Ok(QObject::String(crlf(&String::from_utf8_lossy(&text))))
         }
@@ -550,6 +591,9 @@ mod tests {
         fn quit(&self) {}
         fn system_reset(&self) -> Result<SystemReset, String> {
             Ok(SystemReset::Reset)
+        }
+        fn system_powerdown(&self) -> Result<(), String> {
+            Ok(())
         }
         fn vcpus(&self) -> Vec<VcpuInfo> {
             vec![VcpuInfo {
@@ -645,6 +689,34 @@ mod tests {
                 r#"{"error": {"class": "GenericError", "desc": "Parameter 'command-line' is missing"}}"#,
                 r#"{"error": {"class": "GenericError", "desc": "Invalid parameter type for 'command-line', expected: string"}}"#,
                 r#"{"error": {"class": "GenericError", "desc": "Parameter 'cpu-index' expects a CPU number"}}"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn schema_describes_every_command() {
+        for command in COMMANDS {
+            assert!(
+                super::super::schema::describes_command(command.name),
+                "{} missing from schema_7_2.json (scripts/qmp-schema-subset.py)",
+                command.name
+            );
+        }
+    }
+
+    #[test]
+    fn system_powerdown_sends_powerdown_before_its_reply() {
+        let out = session(
+            "{'execute': 'qmp_capabilities'} {'execute': 'system_powerdown', 'id': 7} \
+             {'execute': 'human-monitor-command', 'arguments': {'command-line': 'system_powerdown'}}",
+        );
+        assert_eq!(
+            &out[1..],
+            [
+                r#""event": "POWERDOWN"}"#,
+                r#"{"return": {}, "id": 7}"#,
+                r#""event": "POWERDOWN"}"#,
+                r#"{"return": ""}"#,
             ]
         );
     }

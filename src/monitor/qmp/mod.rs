@@ -15,6 +15,7 @@ mod events;
 mod json_reader;
 mod json_writer;
 mod qobject;
+mod schema;
 mod utf8;
 
 use std::sync::atomic::{AtomicBool, Ordering};

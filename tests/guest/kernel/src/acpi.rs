@@ -140,3 +140,64 @@ pub fn isa_irq_route(madt: u64, irq: u8) -> (u32, u16) {
     });
     route
 }
+
+/// The FADT fields the power-button scenario needs (ACPI 1.0 layout, valid in every revision).
+#[derive(Clone, Copy)]
+pub struct Fadt {
+    pub dsdt: u64,
+    pub sci_irq: u16,
+    pub smi_command: u32,
+    pub acpi_enable: u8,
+    pub pm1a_event: u32,
+    pub pm1a_control: u32,
+    pub pm_timer: u32,
+    pub gpe0: u32,
+    pub flags: u32,
+}
+
+/// Reads the FADT ("FACP") at `fadt`.
+pub fn fadt(fadt: u64) -> Fadt {
+    Fadt {
+        dsdt: u64::from(phys::read_u32(fadt + 40)),
+        sci_irq: phys::read_u32(fadt + 46) as u16,
+        smi_command: phys::read_u32(fadt + 48),
+        acpi_enable: phys::read_u8(fadt + 52),
+        pm1a_event: phys::read_u32(fadt + 56),
+        pm1a_control: phys::read_u32(fadt + 64),
+        pm_timer: phys::read_u32(fadt + 76),
+        gpe0: phys::read_u32(fadt + 80),
+        flags: phys::read_u32(fadt + 112),
+    }
+}
+
+/// The PM1a SLP_TYP of `\_S5` in the DSDT at `dsdt`.
+pub fn s5_sleep_type(dsdt: u64) -> Option<u8> {
+    sleep_type(dsdt, b"_S5_")
+}
+
+/// The PM1a SLP_TYP of the sleep state `name` (`_S4_`, `_S5_`) in the DSDT at `dsdt`, found
+/// the way simple OSes do: the name followed by a package whose first element is the value.
+/// None when the DSDT is invalid or lacks the state.
+pub fn sleep_type(dsdt: u64, name: &[u8; 4]) -> Option<u8> {
+    let len = u64::from(phys::read_u32(dsdt + 4));
+    if len < HEADER_LEN || !checksum_ok(dsdt, len) {
+        return None;
+    }
+    const PACKAGE_OP: u8 = 0x12;
+    const BYTE_PREFIX: u8 = 0x0a;
+    let at = (dsdt + HEADER_LEN..dsdt + len - 8).find(|&a| signature_at(a, name))?;
+    let mut p = at + 4;
+    if phys::read_u8(p) != PACKAGE_OP {
+        return None;
+    }
+    p += 1;
+    // PkgLength: the top two bits of the first byte count the extra length bytes.
+    p += 1 + u64::from(phys::read_u8(p) >> 6);
+    p += 1; // element count
+    match phys::read_u8(p) {
+        0 => Some(0),
+        1 => Some(1),
+        BYTE_PREFIX => Some(phys::read_u8(p + 1)),
+        _ => None,
+    }
+}

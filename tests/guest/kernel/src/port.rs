@@ -24,3 +24,12 @@ pub fn outw(port: u16, value: u16) {
         asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags))
     }
 }
+
+pub fn inw(port: u16) -> u16 {
+    let value: u16;
+    // SAFETY: as in `outb`.
+    unsafe {
+        asm!("in ax, dx", out("ax") value, in("dx") port, options(nomem, nostack, preserves_flags))
+    }
+    value
+}
