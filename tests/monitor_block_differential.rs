@@ -887,3 +887,31 @@ fn killed_mid_job_the_chain_stays_valid() {
         assert!(out.contains("identical"), "{tag}: {out}");
     }
 }
+
+/// The seed workflows' drive: `-drive file=…,format=qcow2` is `ide0-hd0` on the IDE
+/// controller, with its device: query-block shows the device, snapshots and a stream
+/// go as QEMU's, and HMP `commit` works on it.
+#[test]
+fn ide_disk_snapshot_stream_and_commit() {
+    if skip_without_qemu() {
+        return;
+    }
+    let mut pair = Pair::start("blkide", true, &["file=mid.qcow2,format=qcow2"]);
+    pair.assert_same_qmp(&lines(&[
+        CAPS,
+        "{\"execute\": \"query-block\"}",
+        &hmp_in_qmp("info block"),
+        &hmp_in_qmp("snapshot_blkdev ide0-hd0 DIR/snapshot-1 qcow2"),
+        &hmp_in_qmp("snapshot_blkdev ide0-hd0 DIR/snapshot-2 qcow2"),
+        "{\"execute\": \"query-block\"}",
+        &hmp_in_qmp("commit ide0-hd0"),
+        "{\"execute\": \"block-stream\", \"arguments\": {\"device\": \"ide0-hd0\"}}",
+        "{\"execute\": \"query-block\"}",
+        &hmp_in_qmp("info block"),
+    ]));
+    let (q, v) = pair.quit();
+    for file in ["snapshot-1", "snapshot-2"] {
+        assert_eq!(image_info(&v, file), image_info(&q, file), "{file}");
+        assert_same_contents(&q, &v, file);
+    }
+}
