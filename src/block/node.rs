@@ -205,6 +205,15 @@ pub struct BlockNode {
     /// always lands in the layer that was on top when it started and is flushed before
     /// the chain changes.
     io_gate: RwLock<()>,
+    /// Units (`granularity`-sized) the guest wrote since an active commit started
+    /// tracking, so its completion copies only those again.
+    dirty: std::sync::Mutex<Option<DirtyUnits>>,
+}
+
+/// See `BlockNode::dirty`.
+struct DirtyUnits {
+    granularity: u64,
+    units: std::collections::BTreeSet<u64>,
 }
 
 fn read_ranges(layers: &[Arc<Layer>], from: usize, off: u64, buf: &mut [u8]) -> BlockResult<()> {
@@ -257,6 +266,7 @@ impl BlockNode {
             warnings,
             detect_zeroes: super::options::DetectZeroes::Off,
             io_gate: RwLock::new(()),
+            dirty: std::sync::Mutex::new(None),
         }
     }
 
@@ -383,6 +393,7 @@ impl BlockNode {
                 q.write(off, buf, &below)?
             }
         }
+        self.mark_dirty(off, buf.len() as u64);
         self.after_write()
     }
 
@@ -405,6 +416,7 @@ impl BlockNode {
     pub fn write_compressed(&self, off: u64, buf: &[u8]) -> BlockResult<()> {
         let _in_flight = self.io_gate();
         let top = self.writable_top()?;
+        self.mark_dirty(off, buf.len() as u64);
         match &top.driver {
             ImageDriver::Qcow2(q) => q.write_compressed(off, buf),
             ImageDriver::Raw(_) => Err(BlockError::Unsupported(
@@ -430,6 +442,7 @@ impl BlockNode {
                 q.write_zeroes(off, len, unmap, &below)?
             }
         }
+        self.mark_dirty(off, len);
         self.after_write()
     }
 
@@ -442,6 +455,7 @@ impl BlockNode {
             ImageDriver::Raw(r) => r.discard(off, len)?,
             ImageDriver::Qcow2(q) => q.discard(off, len, self.chain_len() > 1)?,
         }
+        self.mark_dirty(off, len);
         self.after_write()
     }
 
@@ -821,6 +835,51 @@ impl BlockNode {
         let mut g = self.layers.write().unwrap_or_else(|p| p.into_inner());
         g.drain(0..base);
         Ok(())
+    }
+
+    /// Starts recording which `granularity`-sized units guest writes touch (active
+    /// commit), forgetting any earlier record.
+    pub fn start_dirty_tracking(&self, granularity: u64) {
+        *self.dirty.lock().unwrap_or_else(|p| p.into_inner()) = Some(DirtyUnits {
+            granularity: granularity.max(512),
+            units: Default::default(),
+        });
+    }
+
+    /// Stops recording guest writes.
+    pub fn stop_dirty_tracking(&self) {
+        *self.dirty.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The ranges written since tracking started or since the last call, merged and in
+    /// order; the record starts empty again.
+    pub fn take_dirty(&self) -> Vec<(u64, u64)> {
+        let mut g = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(d) = g.as_mut() else {
+            return Vec::new();
+        };
+        let units = std::mem::take(&mut d.units);
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for u in units {
+            let off = u * d.granularity;
+            match ranges.last_mut() {
+                Some((start, len)) if *start + *len == off => *len += d.granularity,
+                _ => ranges.push((off, d.granularity)),
+            }
+        }
+        ranges
+    }
+
+    fn mark_dirty(&self, off: u64, len: u64) {
+        let mut g = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = g.as_mut() {
+            if len == 0 {
+                return;
+            }
+            let first = off / d.granularity;
+            let last = (off + len - 1) / d.granularity;
+            d.units.extend(first..=last);
+        }
     }
 
     /// File name of the active image.

@@ -37,6 +37,14 @@ fn copy_all(node: &BlockNode, top: usize, base: usize) -> BlockResult<()> {
     Ok(())
 }
 
+/// Copies what the guest wrote since the last call into `base`.
+fn copy_dirty(node: &BlockNode, base: usize) -> BlockResult<()> {
+    for (off, len) in node.take_dirty() {
+        node.commit_range(0, base, off, len)?;
+    }
+    Ok(())
+}
+
 /// Bytes allocated in layers `top..base`.
 fn allocated_bytes(node: &BlockNode, top: usize, base: usize) -> BlockResult<u64> {
     let size = node.virtual_size()?;
@@ -55,6 +63,11 @@ impl CommitWork {
     /// Prepares a commit of layers `top..base` into `base` (reopened read-write here).
     pub fn new(node: Arc<BlockNode>, top: usize, base: usize) -> BlockResult<CommitWork> {
         node.reopen_layer_read_write(base)?;
+        if top == 0 {
+            // What the guest writes from now on is copied again at completion (and while
+            // the job waits for it).
+            node.start_dirty_tracking(CHUNK / 8);
+        }
         let size = node.virtual_size()?;
         let len = if top == 0 {
             allocated_bytes(&node, top, base)?
@@ -122,12 +135,19 @@ impl JobWork for CommitWork {
         self.top == 0
     }
 
+    fn sync_while_ready(&mut self) -> BlockResult<()> {
+        if self.top == 0 {
+            copy_dirty(&self.node, self.base)?;
+        }
+        Ok(())
+    }
+
     fn finish(&mut self) -> BlockResult<()> {
         if self.top == 0 {
             let base = self.base;
             return self
                 .node
-                .complete_active_commit(base, |node| copy_all(node, 0, base));
+                .complete_active_commit(base, |node| copy_dirty(node, base));
         }
         self.node.flush_layer(self.base)?;
         self.node.finish_commit(self.top, self.base)
@@ -150,5 +170,13 @@ impl HmpCommit {
         // The data is durable in the backing file before the overlay forgets it.
         node.flush_layer(1)?;
         node.make_top_empty()
+    }
+}
+
+impl Drop for CommitWork {
+    fn drop(&mut self) {
+        if self.top == 0 {
+            self.node.stop_dirty_tracking();
+        }
     }
 }

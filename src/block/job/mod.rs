@@ -128,6 +128,11 @@ pub trait JobWork: Send + 'static {
     fn waits_for_completion(&self) -> bool {
         false
     }
+    /// Called now and then while the job is `ready` (active commit keeps the base in
+    /// step with guest writes, so the final switch has little left to copy).
+    fn sync_while_ready(&mut self) -> BlockResult<()> {
+        Ok(())
+    }
     /// The final switch of a successful job (backing file rewrite, pivot).
     fn finish(&mut self) -> BlockResult<()>;
 }
@@ -148,6 +153,14 @@ struct State {
     finished: bool,
     /// The speed changed: the rate limit restarts.
     speed_changed: bool,
+    /// Drains in progress (QEMU pauses jobs while a command drains their node).
+    drains: u32,
+}
+
+impl State {
+    fn wants_pause(&self) -> bool {
+        self.user_pauses > 0 || self.drains > 0
+    }
 }
 
 /// One running job.
@@ -335,6 +348,65 @@ impl Job {
         }
     }
 
+    /// Waits until a resumed job runs again (or has ended), at most `timeout`.
+    pub fn wait_running(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.lock();
+        while !st.finished && matches!(st.status, JobStatus::Paused | JobStatus::Standby) {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            st = self
+                .wake
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// A command drains the job's node (QEMU's `bdrv_drained_begin`/`_end` around a
+    /// snapshot): the job pauses at its next pause point for the duration of `f`, and runs
+    /// again before this returns. A job already paused by the user stays as it is.
+    pub fn drained<R>(&self, f: impl FnOnce() -> R) -> R {
+        const BOUND: Duration = Duration::from_secs(30);
+        let deadline = Instant::now() + BOUND;
+        let mut st = self.lock();
+        let visible = st.user_pauses == 0
+            && matches!(st.status, JobStatus::Running | JobStatus::Ready)
+            && !st.finished;
+        st.drains += 1;
+        self.wake.notify_all();
+        while visible
+            && !st.finished
+            && !matches!(st.status, JobStatus::Paused | JobStatus::Standby)
+            && Instant::now() < deadline
+        {
+            st = self
+                .wake
+                .wait_timeout(st, deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        drop(st);
+        let result = f();
+        let mut st = self.lock();
+        st.drains -= 1;
+        self.wake.notify_all();
+        while visible
+            && !st.finished
+            && matches!(st.status, JobStatus::Paused | JobStatus::Standby)
+            && Instant::now() < deadline
+        {
+            st = self
+                .wake
+                .wait_timeout(st, deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        result
+    }
+
     /// Waits until the job has paused or ended (for `block-job-pause`), at most `timeout`.
     pub fn wait_paused(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
@@ -416,6 +488,7 @@ impl JobList {
                 complete: false,
                 finished: false,
                 speed_changed: false,
+                drains: 0,
             }),
             wake: Condvar::new(),
             sink,
@@ -460,7 +533,7 @@ fn run(list: &Arc<JobList>, job: &Arc<Job>, mut work: Box<dyn JobWork>) {
     let outcome = copy_phase(job, work.as_mut());
     let st = job.lock();
     let (mut st, outcome) = match outcome {
-        Outcome::Done if work.waits_for_completion() => wait_for_completion(job, st),
+        Outcome::Done if work.waits_for_completion() => wait_for_completion(job, st, work.as_mut()),
         other => (st, other),
     };
     st.busy = true;
@@ -512,45 +585,49 @@ fn run(list: &Arc<JobList>, job: &Arc<Job>, mut work: Box<dyn JobWork>) {
 /// Goes through the whole range, honouring pause, cancel and speed.
 fn copy_phase(job: &Job, work: &mut dyn JobWork) -> Outcome {
     let mut limit = RateLimit::new();
+    let mut delay = Duration::ZERO;
     loop {
         {
-            let (mut st, outcome) = pause_point(job, job.lock());
+            let mut st = job.lock();
+            if st.offset >= st.len && !st.cancel {
+                return Outcome::Done;
+            }
+            // QEMU's `job_sleep_ns`: the speed limit's wait, cut short by a pause, a
+            // drain, a cancel or a new speed; either way the job then goes through its
+            // pause point and copies its next chunk (QEMU does not resume the wait).
+            if !delay.is_zero() {
+                st = job
+                    .wake
+                    .wait_timeout_while(st, delay, |st| {
+                        !st.cancel && !st.wants_pause() && !st.speed_changed
+                    })
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            if st.speed_changed {
+                limit = RateLimit::new();
+                st.speed_changed = false;
+            }
+            let (mut st, outcome) = pause_point(job, st);
             if let Some(outcome) = outcome {
                 return outcome;
-            }
-            if st.offset >= st.len {
-                return Outcome::Done;
             }
             st.busy = true;
         }
         let offset = job.lock().offset;
         let result = work.step(offset);
         let mut st = job.lock();
+        st.busy = false;
         match result {
             Ok((progress, copied)) => {
                 st.offset = (st.offset + progress.max(1)).min(st.len);
-                if st.speed_changed {
-                    limit = RateLimit::new();
-                    st.speed_changed = false;
-                }
-                let delay = limit.account(copied, st.speed);
-                st.busy = false;
-                // Sleep off the rate limit, waking for pause, cancel or a new speed.
-                let until = Instant::now() + delay;
-                while !st.cancel && st.user_pauses == 0 && !st.speed_changed {
-                    let now = Instant::now();
-                    if now >= until {
-                        break;
-                    }
-                    st = job
-                        .wake
-                        .wait_timeout(st, until - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
+                delay = if copied > 0 {
+                    limit.account(copied, st.speed)
+                } else {
+                    Duration::ZERO
+                };
             }
             Err(e) => {
-                st.busy = false;
                 drop(st);
                 (job.sink)(JobEvent::IoError {
                     id: job.id.clone(),
@@ -562,7 +639,7 @@ fn copy_phase(job: &Job, work: &mut dyn JobWork) -> Outcome {
     }
 }
 
-/// Pauses while the user asked for it; reports a cancel.
+/// Pauses while the user or a drain asks for it; reports a cancel.
 fn pause_point<'a>(
     job: &'a Job,
     mut st: MutexGuard<'a, State>,
@@ -570,7 +647,7 @@ fn pause_point<'a>(
     if st.cancel {
         return (st, Some(Outcome::Cancelled));
     }
-    if st.user_pauses > 0 {
+    if st.wants_pause() {
         st.busy = false;
         let resume_to = st.status;
         let paused_status = if resume_to == JobStatus::Ready {
@@ -580,10 +657,11 @@ fn pause_point<'a>(
         };
         job.set_status(&mut st, paused_status);
         job.wake.notify_all();
-        while st.user_pauses > 0 && !st.cancel {
+        while st.wants_pause() && !st.cancel {
             st = job.wake.wait(st).unwrap_or_else(|p| p.into_inner());
         }
         job.set_status(&mut st, resume_to);
+        job.wake.notify_all();
         if st.cancel {
             return (st, Some(Outcome::Cancelled));
         }
@@ -596,7 +674,9 @@ fn pause_point<'a>(
 fn wait_for_completion<'a>(
     job: &'a Job,
     mut st: MutexGuard<'a, State>,
+    work: &mut dyn JobWork,
 ) -> (MutexGuard<'a, State>, Outcome) {
+    const SYNC_INTERVAL: Duration = Duration::from_millis(200);
     st.busy = false;
     if st.status != JobStatus::Ready {
         job.set_status(&mut st, JobStatus::Ready);
@@ -623,6 +703,146 @@ fn wait_for_completion<'a>(
         if st.complete || st.cancel {
             continue;
         }
-        st = job.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+        let (guard, timeout) = job
+            .wake
+            .wait_timeout(st, SYNC_INTERVAL)
+            .unwrap_or_else(|p| p.into_inner());
+        st = guard;
+        if timeout.timed_out() && !st.complete && !st.cancel {
+            drop(st);
+            let synced = work.sync_while_ready();
+            st = job.lock();
+            if let Err(e) = synced {
+                return (st, Outcome::Failed(e.to_string()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Copies `chunks` chunks of 1 KiB, failing at chunk `fail_at` (if any).
+    struct Fake {
+        chunks: u64,
+        fail_at: Option<u64>,
+        finished: Arc<Mutex<bool>>,
+    }
+
+    impl JobWork for Fake {
+        fn total_len(&self) -> u64 {
+            self.chunks * 1024
+        }
+        fn step(&mut self, offset: u64) -> Result<(u64, u64), StepError> {
+            if Some(offset / 1024) == self.fail_at {
+                return Err(StepError {
+                    write: true,
+                    error: crate::block::BlockError::ReadOnly,
+                });
+            }
+            Ok((1024, 1024))
+        }
+        fn finish(&mut self) -> BlockResult<()> {
+            *self.finished.lock().unwrap() = true;
+            Ok(())
+        }
+    }
+
+    fn run_fake(fail_at: Option<u64>) -> (Vec<JobEvent>, bool) {
+        let list = Arc::new(JobList::new());
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink_events = events.clone();
+        let finished = Arc::new(Mutex::new(false));
+        let job = list
+            .start(
+                JobSpec {
+                    id: "j".into(),
+                    kind: JobType::Stream,
+                    drive: "d".into(),
+                    speed: 0,
+                },
+                Box::new(Fake {
+                    chunks: 8,
+                    fail_at,
+                    finished: finished.clone(),
+                }),
+                Arc::new(move |e| sink_events.lock().unwrap().push(e)),
+            )
+            .unwrap();
+        job.wait_finished(Duration::from_secs(10));
+        assert!(list.list().is_empty());
+        let events = events.lock().unwrap().clone();
+        let finished = *finished.lock().unwrap();
+        (events, finished)
+    }
+
+    fn status(s: JobStatus) -> JobEvent {
+        JobEvent::StatusChange {
+            id: "j".into(),
+            status: s,
+        }
+    }
+
+    #[test]
+    fn a_failed_step_reports_the_error_then_completes_with_it() {
+        let (events, finished) = run_fake(Some(3));
+        assert!(!finished, "a failed job must not make its switch");
+        let info = JobInfo {
+            id: "j".into(),
+            kind: JobType::Stream,
+            len: 8192,
+            offset: 3072,
+            speed: 0,
+            busy: false,
+            paused: false,
+            ready: false,
+            status: JobStatus::Aborting,
+            error: Some(crate::block::BlockError::ReadOnly.to_string()),
+        };
+        assert_eq!(
+            events,
+            [
+                status(JobStatus::Created),
+                status(JobStatus::Running),
+                JobEvent::IoError {
+                    id: "j".into(),
+                    write: true
+                },
+                status(JobStatus::Aborting),
+                JobEvent::Completed(info),
+                status(JobStatus::Concluded),
+                status(JobStatus::Null),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_successful_job_finishes_with_its_switch() {
+        let (events, finished) = run_fake(None);
+        assert!(finished);
+        let names: Vec<_> = events
+            .iter()
+            .map(|e| match e {
+                JobEvent::StatusChange { status, .. } => status.as_str(),
+                JobEvent::Completed(info) => {
+                    assert_eq!((info.offset, info.len, &info.error), (8192, 8192, &None));
+                    "COMPLETED"
+                }
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "created",
+                "running",
+                "waiting",
+                "pending",
+                "COMPLETED",
+                "concluded",
+                "null"
+            ]
+        );
     }
 }

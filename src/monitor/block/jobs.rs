@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{cannot_find, device_not_found, int};
+use super::{cannot_find, device_not_found, id_wellformed, int};
 use crate::block::drive::Drive;
 use crate::block::job::{
     CommitWork, HmpCommit, Job, JobEvent, JobEventSink, JobInfo, JobSpec, JobType, StreamWork,
@@ -40,26 +40,24 @@ pub struct CommitRequest {
 /// How long job commands wait for a job to react (cancel) before answering anyway.
 const JOB_REACTION_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// QEMU's `id_wellformed`: a letter, then letters, digits, `-`, `.`, `_`.
-fn id_wellformed(id: &str) -> bool {
-    let mut chars = id.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
-}
+/// How long pause and resume wait for the job to get there (one chunk at most).
+const JOB_PAUSE_WAIT: Duration = Duration::from_secs(5);
 
 /// QEMU's `bdrv_find_backing_image`: the layer below the active one that `name` refers
 /// to, as the header above it names it, as it was opened, or as the same file.
 fn find_backing_image(node: &BlockNode, from: usize, name: &str) -> Option<usize> {
     let layers = node.chain();
-    let wanted = std::fs::canonicalize(name).ok();
+    // An absolute name also matches the same file reached through another path.
+    let wanted = std::path::Path::new(name)
+        .is_absolute()
+        .then(|| std::fs::canonicalize(name).ok())
+        .flatten();
     for depth in from + 1..layers.len() {
         let above = &layers[depth - 1];
         let layer = &layers[depth];
         let by_header = above.current_backing().0.as_deref() == Some(name);
         let by_name = layer.filename.to_string_lossy() == name;
-        let by_file = wanted.is_some()
-            && Some(name).is_some_and(|n| std::path::Path::new(n).is_absolute())
-            && std::fs::canonicalize(&layer.filename).ok() == wanted;
+        let by_file = wanted.is_some() && std::fs::canonicalize(&layer.filename).ok() == wanted;
         if by_header || by_name || by_file {
             return Some(depth);
         }
@@ -174,9 +172,9 @@ impl MonitorCommands {
             ));
         }
         let drive = self.lookup_drive(Some(&r.device), Some(&r.device))?;
-        let node = drive
-            .node()
-            .ok_or_else(|| cannot_find(Some(&r.device), None))?;
+        let node = drive.node().ok_or_else(|| {
+            CommandError::generic(format!("Device '{}' has no medium", drive.id()))
+        })?;
         let chain_len = node.chain_len();
         let base_depth = if let Some(base) = &r.base {
             find_backing_image(&node, 0, base).ok_or_else(|| {
@@ -196,6 +194,13 @@ impl MonitorCommands {
             chain_len
         };
         self.check_not_busy(&drive)?;
+        if node.is_read_only() {
+            // QEMU 7.2 reopens the image read-write for the job; vmscope does not.
+            return Err(CommandError::generic(format!(
+                "vmscope cannot stream into the read-only drive '{}'",
+                drive.id()
+            )));
+        }
         let new_backing = if base_depth < chain_len {
             let layers = node.chain();
             let base = &layers[base_depth];
@@ -294,6 +299,11 @@ impl MonitorCommands {
             if node.chain_len() < 2 {
                 return Err(unsupported());
             }
+            if node.is_read_only() {
+                return Err(format!(
+                    "Block node is read-only\n'commit' error for '{name}': Operation not permitted"
+                ));
+            }
             if self.block_state().jobs.on_drive(drive.id()).is_some() {
                 return Err(format!(
                     "'commit' error for '{name}': Device or resource busy"
@@ -338,24 +348,39 @@ impl MonitorCommands {
             .map_err(|e| CommandError::generic(e.to_string()))?;
         let state = self.block_state();
         let events = self.events_arc();
-        state
-            .gate
-            .open_while(&events, || job.wait_finished(JOB_REACTION_TIMEOUT));
+        state.gate.open_until(&events, id, &["null"], || {
+            job.wait_finished(JOB_REACTION_TIMEOUT)
+        });
         Ok(())
     }
 
-    /// `block-job-pause`.
+    /// `block-job-pause`: QEMU's job reaches its pause point (and says so) before the
+    /// command returns, unless it is in the middle of a copy.
     pub fn block_job_pause(&self, id: &str) -> Result<(), CommandError> {
-        self.find_job(id)?
-            .pause()
-            .map_err(|e| CommandError::generic(e.to_string()))
+        let job = self.find_job(id)?;
+        job.pause()
+            .map_err(|e| CommandError::generic(e.to_string()))?;
+        let events = self.events_arc();
+        self.block_state()
+            .gate
+            .open_until(&events, id, &["paused", "standby"], || {
+                job.wait_paused(JOB_PAUSE_WAIT)
+            });
+        Ok(())
     }
 
-    /// `block-job-resume`.
+    /// `block-job-resume`: the job runs again before the command returns.
     pub fn block_job_resume(&self, id: &str) -> Result<(), CommandError> {
-        self.find_job(id)?
-            .resume()
-            .map_err(|e| CommandError::generic(e.to_string()))
+        let job = self.find_job(id)?;
+        job.resume()
+            .map_err(|e| CommandError::generic(e.to_string()))?;
+        let events = self.events_arc();
+        self.block_state()
+            .gate
+            .open_until(&events, id, &["running", "ready"], || {
+                job.wait_running(JOB_PAUSE_WAIT)
+            });
+        Ok(())
     }
 
     /// `block-job-complete`.

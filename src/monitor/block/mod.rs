@@ -29,6 +29,14 @@ pub struct BlockCommandState {
     pub gate: Arc<EventGate>,
 }
 
+/// QEMU's `id_wellformed` (job ids, node names): a letter, then letters, digits, `-`,
+/// `.`, `_`.
+pub(crate) fn id_wellformed(id: &str) -> bool {
+    let mut chars = id.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+}
+
 /// QEMU's `bdrv_lookup_bs` error.
 pub(crate) fn cannot_find(device: Option<&str>, node: Option<&str>) -> CommandError {
     CommandError::generic(format!(

@@ -96,6 +96,16 @@ impl MonitorCommands {
     /// `transaction` of `blockdev-snapshot-sync` actions: every overlay is prepared before
     /// any is put on top; one failure leaves every drive as it was.
     pub fn snapshot_transaction(&self, requests: &[SnapshotRequest]) -> Result<(), CommandError> {
+        // QEMU drains every node first (jobs pause and resume, and say so).
+        let state = self.block_state();
+        let events = self.events_arc();
+        for job in state.jobs.list() {
+            state
+                .gate
+                .open_until(&events, job.id(), &["running", "ready"], || {
+                    job.drained(|| ())
+                });
+        }
         let mut prepared = Vec::with_capacity(requests.len());
         for request in requests {
             prepared.push(self.prepare_snapshot(request, &prepared)?);
@@ -118,27 +128,53 @@ impl MonitorCommands {
                 drive.id()
             )));
         };
-        self.check_not_busy(&drive)?;
-        if earlier.iter().any(|p| Arc::ptr_eq(&p.node, &node)) {
-            // QEMU's transaction would stack both overlays; vmscope refuses rather than
-            // guess the order.
-            return Err(CommandError::generic(format!(
-                "vmscope does not support two snapshots of '{}' in one transaction",
-                drive.id()
-            )));
+        // The node is drained while QEMU prepares the snapshot; a job on it is paused
+        // meanwhile (and the snapshot then refused).
+        let state = self.block_state();
+        if let Some(job) = state.jobs.on_drive(drive.id()) {
+            let events = self.events_arc();
+            state
+                .gate
+                .open_until(&events, job.id(), &["running", "ready"], || {
+                    job.drained(|| ())
+                });
         }
+        self.check_not_busy(&drive)?;
         if r.node_name.is_some() && r.snapshot_node_name.is_none() {
             return Err(CommandError::generic("New overlay node-name missing"));
         }
         if let Some(name) = &r.snapshot_node_name {
-            if self.lookup_drive(Some(name), Some(name)).is_ok() {
+            // Any drive or node of the graph, backing images included.
+            let in_graph = self.drives().iter().any(|d| {
+                d.id() == name
+                    || d.node()
+                        .is_some_and(|n| n.chain().iter().any(|l| &l.node_name == name))
+            });
+            if in_graph || earlier.iter().any(|p| &p.overlay.node_name == name) {
                 return Err(CommandError::generic(
                     "New overlay node-name already in use",
                 ));
             }
         }
         let format = r.format.as_deref().unwrap_or("qcow2");
-        let top = node.chain()[0].clone();
+        // A second snapshot of the same drive in one transaction goes on top of the first,
+        // as in QEMU.
+        let (backing, backing_format, size) =
+            match earlier.iter().rev().find(|p| Arc::ptr_eq(&p.node, &node)) {
+                Some(p) => (
+                    p.overlay.filename.to_string_lossy().into_owned(),
+                    p.overlay.format(),
+                    p.overlay.virtual_size().map_err(generic)?,
+                ),
+                None => {
+                    let top = node.chain()[0].clone();
+                    (
+                        top.filename.to_string_lossy().into_owned(),
+                        top.format(),
+                        top.virtual_size().map_err(generic)?,
+                    )
+                }
+            };
         let path = Path::new(&r.snapshot_file);
         if r.mode == NewImageMode::AbsolutePaths {
             if !QEMU_FORMATS.contains(&format) {
@@ -157,14 +193,12 @@ impl MonitorCommands {
                 )));
             }
             // QEMU compares the names as strings, as given.
-            let backing = top.filename.to_string_lossy().into_owned();
             if r.snapshot_file == backing {
                 return Err(CommandError::generic(
                     "Error: Trying to create an image with the same filename as the backing file",
                 ));
             }
-            let size = top.virtual_size().map_err(generic)?;
-            crate::block::create_overlay(path, &backing, top.format(), size).map_err(
+            crate::block::create_overlay(path, &backing, backing_format, size).map_err(
                 |e| match e {
                     BlockError::Open { path, source } => CommandError::generic(format!(
                         "Could not create '{}': {}",
@@ -178,8 +212,16 @@ impl MonitorCommands {
             println!(
                 "Formatting '{}', fmt=qcow2 cluster_size=65536 extended_l2=off compression_type=zlib size={size} backing_file={backing} backing_fmt={} lazy_refcounts=off refcount_bits=16",
                 r.snapshot_file,
-                top.format().name()
+                backing_format.name()
             );
+        }
+        // QEMU checks the new node name when it opens the overlay, after creating it.
+        if let Some(name) = &r.snapshot_node_name {
+            if !super::id_wellformed(name) {
+                return Err(CommandError::generic(format!(
+                    "Invalid node-name: '{name}'"
+                )));
+            }
         }
         let overlay_format = match format {
             "qcow2" => ImageFormat::Qcow2,
