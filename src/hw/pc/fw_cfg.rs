@@ -261,6 +261,15 @@ pub fn e820_file(entries: &[(u64, u64, u32)]) -> Vec<u8> {
     data
 }
 
+/// The fw_cfg device as QEMU's `info qtree` shows it (I/O ports with the DMA interface).
+pub fn qdev() -> crate::hw::describe::QdevDevice {
+    use crate::hw::describe::{QdevDevice, QdevProp};
+    QdevDevice::new("fw_cfg_io")
+        .prop(QdevProp::bool("dma_enabled", true))
+        .prop(QdevProp::uint("x-file-slots", 32))
+        .prop(QdevProp::bool("acpi-mr-restore", true))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -125,6 +125,27 @@ pub(crate) fn run_line_for_text(
 }
 
 /// `info registers [-a] [vcpu]`.
+/// `info mtree`: the region tree, `-D` included; the flat view (`-f`, and `-d` with it)
+/// and owners (`-o`) are refused with a message naming them. `-d` alone is accepted and
+/// changes nothing, as on QEMU.
+fn info_mtree(commands: &MonitorCommands, argument: Option<&[u8]>) -> Vec<u8> {
+    let flags = args::mtree_flags(argument.unwrap_or_default()).unwrap_or_default();
+    let unsupported = if flags.flatview {
+        Some("-f (flat views)")
+    } else if flags.owner {
+        Some("-o (region owners)")
+    } else {
+        None
+    };
+    if let Some(what) = unsupported {
+        return format!("Error: info mtree {what} is not supported by vmscope\n").into_bytes();
+    }
+    match commands.mtree() {
+        Ok(map) => super::mtree::format_mtree(&map, flags.disabled).into_bytes(),
+        Err(e) => format!("Error: {}\n", e.desc).into_bytes(),
+    }
+}
+
 fn info_registers(
     commands: &MonitorCommands,
     argument: Option<&[u8]>,
@@ -207,6 +228,11 @@ fn execute(commands: &MonitorCommands, parsed: Parsed, current_cpu: u32) -> Vec<
                 .collect::<String>()
                 .into_bytes(),
             Action::InfoRegisters => info_registers(commands, argument.as_deref(), current_cpu),
+            Action::InfoQtree => match commands.qtree() {
+                Ok(root) => super::qtree::format_qtree(&root).into_bytes(),
+                Err(e) => format!("Error: {}\n", e.desc).into_bytes(),
+            },
+            Action::InfoMtree => info_mtree(commands, argument.as_deref()),
             Action::SystemReset => report(commands.system_reset()),
             Action::SystemPowerdown => report(commands.system_powerdown()),
             Action::Stop => report(commands.stop()),

@@ -1,0 +1,370 @@
+//! The `pc` machine describing itself by QEMU's names, for `info qtree` and `info mtree`:
+//! the device tree from the system bus down, and the memory regions of the system memory
+//! and I/O address spaces. Everything listed is something this machine wires; values that
+//! change at run time (PCI BARs, PAM, the PM block, bus mastering) are read from the
+//! devices' configuration space as it is now.
+//!
+//! The interrupt controllers and the PIT are KVM's in-kernel models, which QEMU calls
+//! `kvm-ioapic`, `kvm-i8259` and `kvm-pit` when it uses them too.
+
+use std::sync::Arc;
+
+use super::Machine;
+use crate::config::DebugconConfig;
+use crate::hw::describe::{
+    pci_device, MemoryMap, PciBarInfo, QdevBus, QdevDevice, QdevProp, RegionId, RegionKind,
+    WHOLE_64BIT_SPACE,
+};
+use crate::hw::i8042::I8042_BASE;
+use crate::hw::ide::PiixIde;
+use crate::hw::pc::apm::{APM_IO_BASE, APM_IO_LEN};
+use crate::hw::pc::fw_cfg::FW_CFG_IO_BASE;
+use crate::hw::pc::pam::{self, PamAccess, PAM_FIRST_REGISTER};
+use crate::hw::pc::port92::PORT92;
+use crate::hw::pc::rtc::{Rtc, RTC_IO_BASE};
+use crate::hw::pci::{devfn, PCI_CONFIG_ADDRESS};
+use crate::hw::pm::{GPE0_IO_BASE, GPE0_IO_LEN};
+use crate::hw::serial::{COM1_BASE, UART_PORT_COUNT};
+
+/// What the description needs beyond the machine's own fields, kept at creation.
+pub(super) struct DescribeFacts {
+    /// Size of the BIOS ROM below 4 GiB; `None` for direct kernel boot (no ROM mapped).
+    pub bios_size: Option<u64>,
+    pub debugcons: Vec<DebugconConfig>,
+    pub cpus: u32,
+    pub ide: Arc<PiixIde>,
+    pub rtc: Arc<Rtc>,
+}
+
+/// The chipset's functions: devfn and QEMU type name.
+const I440FX_DEVFN: u8 = devfn(0, 0);
+const PIIX3_DEVFN: u8 = devfn(1, 0);
+const IDE_DEVFN: u8 = devfn(1, 1);
+const PIIX4_PM_DEVFN: u8 = devfn(1, 3);
+
+/// The IDE function's bus-master BAR.
+const IDE_BMDMA_BAR: PciBarInfo = PciBarInfo {
+    index: 4,
+    io: true,
+    size: 16,
+};
+
+/// The PCI command register's enables.
+const COMMAND_IO: u32 = 1 << 0;
+const COMMAND_BUS_MASTER: u32 = 1 << 2;
+
+/// PIIX4 PM registers: the PM base (PMBA) and its enable (PMREGMISC bit 0).
+const PMBA: u8 = 0x40;
+const PMREGMISC: u8 = 0x80;
+const PM_BLOCK_LEN: u128 = 0x40;
+
+/// Where the in-kernel devices answer (the I/O APIC, the MSI window).
+const IOAPIC_BASE: u64 = 0xfec0_0000;
+const IOAPIC_SIZE: u128 = 0x1000;
+const MSI_WINDOW_BASE: u64 = 0xfee0_0000;
+const MSI_WINDOW_SIZE: u128 = 0x10_0000;
+/// Above the PCI and RAM regions, as QEMU's APIC MSI region is.
+const MSI_WINDOW_PRIORITY: i32 = 4096;
+
+/// The legacy VGA window that i440FX routes to PCI while SMRAM is closed.
+const SMRAM_WINDOW: u64 = 0xa0000;
+const SMRAM_WINDOW_SIZE: u128 = 0x20000;
+/// The most of the BIOS ROM visible below 1 MiB.
+const ISA_BIOS_MAX: u64 = 128 << 10;
+const FOUR_GIB: u64 = 1 << 32;
+
+impl Machine {
+    /// A dword of the configuration space of function `devfn` on bus 0.
+    fn config_dword(&self, devfn: u8, offset: u8) -> u32 {
+        self.chipset.pci.read(0, devfn, offset)
+    }
+
+    /// The device tree as QEMU's `info qtree` lists it, newest device first on each bus.
+    pub fn qtree(&self) -> QdevBus {
+        let facts = &self.describe;
+        let mut isa = Vec::new();
+        for debugcon in facts.debugcons.iter().rev() {
+            // `-debugcon` is the only way vmscope takes one; QEMU names that device and its
+            // chardev `debugcon`.
+            isa.push(crate::hw::pc::debugcon::qdev(
+                "debugcon",
+                debugcon.iobase,
+                &debugcon.chardev,
+            ));
+        }
+        isa.push(self.chipset.port92.qdev());
+        isa.push(self.i8042.qdev());
+        isa.push(crate::hw::serial::com1_qdev());
+        isa.push(
+            QdevDevice::new("kvm-pit")
+                .gpio_in("", 1)
+                .prop(QdevProp::uint("iobase", 0x40))
+                .prop(QdevProp::string("lost_tick_policy", "delay")),
+        );
+        isa.push(facts.rtc.qdev());
+        for (iobase, elcr, mask, master) in [(0xa0, 0x4d1, 0xde, false), (0x20, 0x4d0, 0xf8, true)]
+        {
+            isa.push(
+                QdevDevice::new("kvm-i8259")
+                    .prop(QdevProp::uint("iobase", iobase))
+                    .prop(QdevProp::uint("elcr_addr", elcr))
+                    .prop(QdevProp::uint("elcr_mask", mask))
+                    .prop(QdevProp::bool("master", master)),
+            );
+        }
+
+        let config = |devfn: u8| move |offset: u8| self.config_dword(devfn, offset);
+        let pm_props = vec![
+            QdevProp::uint("smb_io_base", 0xb100),
+            // No S3 in this machine's ACPI tables; S4 is there, with QEMU's SLP_TYP.
+            QdevProp::uint("disable_s3", 1),
+            QdevProp::uint("disable_s4", 0),
+            QdevProp::uint("s4_val", 2),
+            // No ACPI PCI, CPU or memory hotplug in this machine.
+            QdevProp::bool("acpi-pci-hotplug-with-bridge-support", false),
+            QdevProp::bool("acpi-root-pci-hotplug", false),
+            QdevProp::bool("memory-hotplug-support", false),
+            QdevProp::bool("smm-compat", false),
+            QdevProp::bool("smm-enabled", false),
+            QdevProp::bool("x-not-migrate-acpi-index", false),
+        ];
+        let mut pm = pci_device(
+            "PIIX4_PM",
+            PIIX4_PM_DEVFN,
+            &config(PIIX4_PM_DEVFN),
+            pm_props,
+            &[],
+        );
+        pm.gpios = QdevDevice::new("")
+            .gpio_out("smi-irq", 1)
+            .gpio_out("", 1)
+            .gpios;
+        let mut ide = pci_device(
+            "piix3-ide",
+            IDE_DEVFN,
+            &config(IDE_DEVFN),
+            Vec::new(),
+            &[IDE_BMDMA_BAR],
+        );
+        ide.buses = facts.ide.qdev_buses(&self.drives);
+        let piix3 =
+            pci_device("PIIX3", PIIX3_DEVFN, &config(PIIX3_DEVFN), Vec::new(), &[]).bus(QdevBus {
+                name: "isa.0".into(),
+                bus_type: "ISA",
+                devices: isa,
+            });
+        let i440fx = pci_device(
+            "i440FX",
+            I440FX_DEVFN,
+            &config(I440FX_DEVFN),
+            Vec::new(),
+            &[],
+        );
+        let host = QdevDevice::new("i440FX-pcihost")
+            .prop(QdevProp::size("pci-hole64-size", 2 << 30))
+            .prop(QdevProp::uint("short_root_bus", 0))
+            .prop(QdevProp::bool("x-pci-hole64-fix", true))
+            .prop(QdevProp::bool("x-config-reg-migration-enabled", true))
+            .prop(QdevProp::bool("bypass-iommu", false))
+            .bus(QdevBus {
+                name: "pci.0".into(),
+                bus_type: "PCI",
+                devices: vec![pm, ide, piix3, i440fx],
+            });
+        let ioapic = QdevDevice::new("kvm-ioapic")
+            .gpio_in("", 24)
+            .prop(QdevProp::uint("gsi_base", 0))
+            .bus_line(format!(
+                "mmio {IOAPIC_BASE:016x}/{:016x}",
+                IOAPIC_SIZE as u64
+            ));
+        QdevBus {
+            name: "main-system-bus".into(),
+            bus_type: "System",
+            devices: vec![
+                QdevDevice::new("ps2-mouse").gpio_out("", 1),
+                QdevDevice::new("ps2-kbd").gpio_out("", 1),
+                ioapic,
+                host,
+                crate::hw::pc::fw_cfg::qdev(),
+            ],
+        }
+    }
+
+    /// The memory regions and address spaces as QEMU's `info mtree` lists them.
+    pub fn mtree(&self) -> MemoryMap {
+        let mut map = MemoryMap::default();
+        let system = map.region("system", WHOLE_64BIT_SPACE, RegionKind::Io, 0);
+        let io = map.region("io", 0x10000, RegionKind::Io, 0);
+        self.describe_memory(&mut map, system);
+        self.describe_io(&mut map, io);
+        // Each PCI function's bus-master view of system memory. Only the IDE function
+        // masters the bus here, once the guest sets its bus-master enable; the others never
+        // do (PIIX3's power-on command register has the bit set, but there is no ISA DMA,
+        // and QEMU keeps that view off too until the guest writes the register).
+        let mut bus_masters = Vec::new();
+        for (name, devfn, masters) in [
+            ("i440FX", I440FX_DEVFN, false),
+            ("PIIX4_PM", PIIX4_PM_DEVFN, false),
+            ("PIIX3", PIIX3_DEVFN, false),
+            ("piix3-ide", IDE_DEVFN, true),
+        ] {
+            let container =
+                map.region("bus master container", WHOLE_64BIT_SPACE, RegionKind::Io, 0);
+            let view = map.alias("bus master", system, 0, WHOLE_64BIT_SPACE, 0);
+            let command = self.config_dword(devfn, 0x04);
+            map.set_enabled(view, masters && command & COMMAND_BUS_MASTER != 0);
+            map.add_subregion(container, 0, view);
+            bus_masters.push((name, container));
+        }
+        // One of QEMU's (run-dependent) orders of the groups.
+        let [i440fx, pm, piix3, ide] = [0, 1, 2, 3].map(|i| bus_masters[i]);
+        for (name, root) in [i440fx, pm, piix3] {
+            map.add_address_space(name, root);
+        }
+        map.add_address_space("I/O", io);
+        map.add_address_space(ide.0, ide.1);
+        for cpu in 0..self.describe.cpus {
+            map.add_address_space(&format!("cpu-memory-{cpu}"), system);
+        }
+        map.add_address_space("memory", system);
+        map
+    }
+
+    fn describe_memory(&self, map: &mut MemoryMap, system: RegionId) {
+        let split = &self.split;
+        let ram = map.region(
+            "pc.ram",
+            u128::from(split.below_4g + split.above_4g),
+            RegionKind::Ram,
+            0,
+        );
+        let below = map.alias("ram-below-4g", ram, 0, u128::from(split.below_4g), 0);
+        map.add_subregion(system, 0, below);
+        if split.above_4g > 0 {
+            let above = map.alias(
+                "ram-above-4g",
+                ram,
+                split.below_4g,
+                u128::from(split.above_4g),
+                0,
+            );
+            map.add_subregion(system, FOUR_GIB, above);
+        }
+        let pci = map.region("pci", WHOLE_64BIT_SPACE, RegionKind::Io, -1);
+        map.add_subregion(system, 0, pci);
+        if let Some(size) = self.describe.bios_size {
+            let bios = map.region("pc.bios", u128::from(size), RegionKind::Rom, 0);
+            let isa_size = size.min(ISA_BIOS_MAX);
+            let isa_bios = map.alias("isa-bios", bios, size - isa_size, u128::from(isa_size), 1);
+            map.add_subregion(pci, 0x100000 - isa_size, isa_bios);
+            map.add_subregion(pci, FOUR_GIB - size, bios);
+        }
+        let smram = map.alias("smram-region", pci, SMRAM_WINDOW, SMRAM_WINDOW_SIZE, 1);
+        map.add_subregion(system, SMRAM_WINDOW, smram);
+        // PAM: four views of each segment, one enabled, as the i440FX registers select.
+        let registers: Vec<u8> = (0..pam::PAM_REGISTER_COUNT)
+            .map(|i| {
+                let offset = PAM_FIRST_REGISTER + i;
+                (self.config_dword(I440FX_DEVFN, (offset & !3) as u8) >> (8 * (offset & 3))) as u8
+            })
+            .collect();
+        let registers: [u8; pam::PAM_REGISTER_COUNT] =
+            registers.try_into().expect("seven PAM registers");
+        let access = pam::decode(&registers);
+        for (segment, access) in pam::segments().iter().zip(access) {
+            let size = u128::from(segment.len);
+            // QEMU creates them in this order; vmscope decodes write-only as PCI, so that
+            // view (QEMU's `pam-pci` on RAM) is never the enabled one here.
+            let views = [
+                (
+                    map.alias("pam-pci", pci, segment.start, size, 1),
+                    PamAccess::Pci,
+                ),
+                (
+                    map.alias("pam-rom", ram, segment.start, size, 1),
+                    PamAccess::ReadOnlyRam,
+                ),
+                (
+                    map.alias("pam-pci", ram, segment.start, size, 1),
+                    PamAccess::Pci,
+                ),
+                (
+                    map.alias("pam-ram", ram, segment.start, size, 1),
+                    PamAccess::Ram,
+                ),
+            ];
+            for (i, (view, selects)) in views.into_iter().enumerate() {
+                map.set_enabled(view, i != 2 && selects == access);
+                map.add_subregion(system, segment.start, view);
+            }
+        }
+        let ioapic = map.region("kvm-ioapic", IOAPIC_SIZE, RegionKind::Io, 0);
+        map.add_subregion(system, IOAPIC_BASE, ioapic);
+        let msi = map.region(
+            "kvm-apic-msi",
+            MSI_WINDOW_SIZE,
+            RegionKind::Io,
+            MSI_WINDOW_PRIORITY,
+        );
+        map.add_subregion(system, MSI_WINDOW_BASE, msi);
+    }
+
+    fn describe_io(&self, map: &mut MemoryMap, io: RegionId) {
+        let leaf = |map: &mut MemoryMap, name: &str, base: u16, len: u16, priority: i32| {
+            let id = map.region(name, u128::from(len), RegionKind::Io, priority);
+            map.add_subregion(io, u64::from(base), id);
+            id
+        };
+        // The PIIX4 PM block, where PMBA points once PMREGMISC enables it.
+        let pmba = self.config_dword(PIIX4_PM_DEVFN, PMBA) & 0xffc0;
+        let pm_enabled = self.config_dword(PIIX4_PM_DEVFN, PMREGMISC) & 1 != 0;
+        let pm = map.region("piix4-pm", PM_BLOCK_LEN, RegionKind::Io, 0);
+        for (name, offset, len) in [("acpi-evt", 0, 4), ("acpi-cnt", 4, 2), ("acpi-tmr", 8, 4)] {
+            let id = map.region(name, len, RegionKind::Io, 0);
+            map.add_subregion(pm, offset, id);
+        }
+        map.set_enabled(pm, pm_enabled);
+        map.add_subregion(io, if pm_enabled { u64::from(pmba) } else { 0 }, pm);
+
+        leaf(map, "kvm-pic", 0x20, 2, 0);
+        leaf(map, "kvm-pit", 0x40, 4, 0);
+        leaf(map, "i8042-data", I8042_BASE, 1, 0);
+        leaf(map, "i8042-cmd", I8042_BASE + 4, 1, 0);
+        let rtc = leaf(map, "rtc", RTC_IO_BASE, 2, 0);
+        let rtc_index = map.region("rtc-index", 1, RegionKind::Io, 0);
+        map.add_subregion(rtc, 0, rtc_index);
+        leaf(map, "port92", PORT92, 1, 0);
+        leaf(map, "kvm-pic", 0xa0, 2, 0);
+        leaf(map, "apm-io", APM_IO_BASE, APM_IO_LEN, 0);
+        for debugcon in &self.describe.debugcons {
+            leaf(map, "isa-debugcon", debugcon.iobase, 1, 0);
+        }
+        for (base, len) in [(0x170, 8), (0x1f0, 8), (0x376, 1), (0x3f6, 1)] {
+            leaf(map, "ide", base, len, 0);
+        }
+        leaf(map, "serial", COM1_BASE, UART_PORT_COUNT, 0);
+        leaf(map, "kvm-elcr", 0x4d0, 1, 0);
+        leaf(map, "kvm-elcr", 0x4d1, 1, 0);
+        leaf(map, "fwcfg", FW_CFG_IO_BASE, 2, 0);
+        leaf(map, "fwcfg.dma", FW_CFG_IO_BASE + 4, 8, 0);
+        leaf(map, "pci-conf-idx", PCI_CONFIG_ADDRESS, 4, 0);
+        leaf(map, "piix3-reset-control", PCI_CONFIG_ADDRESS + 1, 1, 1);
+        leaf(map, "pci-conf-data", PCI_CONFIG_ADDRESS + 4, 4, 0);
+        leaf(map, "acpi-gpe0", GPE0_IO_BASE, GPE0_IO_LEN, 0);
+        // The IDE bus-master registers, while BAR4 is mapped: two channels of eight ports.
+        let command = self.config_dword(IDE_DEVFN, 0x04);
+        let config = |offset: u8| self.config_dword(IDE_DEVFN, offset);
+        let bmdma_base = crate::hw::describe::bar_address(&config, command as u16, &IDE_BMDMA_BAR);
+        if command & COMMAND_IO != 0 && bmdma_base != u64::MAX {
+            let container = map.region("piix-bmdma-container", 16, RegionKind::Io, 1);
+            for channel in 0..2u64 {
+                let extra = map.region("piix-bmdma", 4, RegionKind::Io, 0);
+                map.add_subregion(container, channel * 8, extra);
+                let address = map.region("bmdma", 4, RegionKind::Io, 0);
+                map.add_subregion(container, channel * 8 + 4, address);
+            }
+            map.add_subregion(io, bmdma_base, container);
+        }
+    }
+}
