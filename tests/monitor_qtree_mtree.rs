@@ -47,8 +47,11 @@ fn hmp_outputs(program: &str, args: &[&str], lines: &[&str]) -> Vec<String> {
     if program == "qemu-system-x86_64" {
         cmd.args(["-accel", "kvm"]);
     }
+    if !args.contains(&"-m") {
+        cmd.args(["-m", "128"]);
+    }
     let mut child = cmd
-        .args(["-S", "-display", "none", "-m", "128"])
+        .args(["-S", "-display", "none"])
         .args(args)
         .args(["-qmp", "stdio"])
         .stdin(Stdio::piped())
@@ -278,6 +281,15 @@ fn qtree_and_mtree_match_qemu_with_two_cpus_a_disk_and_debugcon() {
         ],
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn mtree_matches_qemu_with_ram_above_4g() {
+    // 4 GiB: 3 GiB below the PCI hole, the rest at 4 GiB (`ram-above-4g`).
+    compare(
+        "mtree_matches_qemu_with_ram_above_4g",
+        &["-nodefaults", "-m", "4096"],
+    );
 }
 
 #[test]

@@ -115,6 +115,8 @@ impl Machine {
 
         let config = |devfn: u8| move |offset: u8| self.config_dword(devfn, offset);
         let pm_props = vec![
+            // The board's SMBus base, as QEMU's `pc` sets it; no SMBus controller answers
+            // there in vmscope (QEMU's value then follows firmware's programming of it).
             QdevProp::uint("smb_io_base", 0xb100),
             // No S3 in this machine's ACPI tables; S4 is there, with QEMU's SLP_TYP.
             QdevProp::uint("disable_s3", 1),
@@ -128,17 +130,15 @@ impl Machine {
             QdevProp::bool("smm-enabled", false),
             QdevProp::bool("x-not-migrate-acpi-index", false),
         ];
-        let mut pm = pci_device(
+        let pm = pci_device(
             "PIIX4_PM",
             PIIX4_PM_DEVFN,
             &config(PIIX4_PM_DEVFN),
             pm_props,
             &[],
-        );
-        pm.gpios = QdevDevice::new("")
-            .gpio_out("smi-irq", 1)
-            .gpio_out("", 1)
-            .gpios;
+        )
+        .gpio_out("smi-irq", 1)
+        .gpio_out("", 1);
         let mut ide = pci_device(
             "piix3-ide",
             IDE_DEVFN,
