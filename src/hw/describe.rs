@@ -431,6 +431,65 @@ impl MemoryMap {
     }
 }
 
+/// A port range a device decodes, under QEMU's region name; `children` are at offsets
+/// inside it (QEMU's `rtc-index` inside `rtc`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortRegion {
+    pub name: &'static str,
+    pub base: u16,
+    pub len: u16,
+    pub priority: i32,
+    pub children: Vec<PortRegion>,
+}
+
+impl PortRegion {
+    /// A leaf region at priority 0.
+    pub const fn new(name: &'static str, base: u16, len: u16) -> PortRegion {
+        PortRegion {
+            name,
+            base,
+            len,
+            priority: 0,
+            children: Vec::new(),
+        }
+    }
+
+    pub fn with_priority(mut self, priority: i32) -> PortRegion {
+        self.priority = priority;
+        self
+    }
+
+    pub fn with_child(mut self, child: PortRegion) -> PortRegion {
+        self.children.push(child);
+        self
+    }
+}
+
+impl MemoryMap {
+    /// Adds `regions` (I/O, with their children) to `container` at their bases; returns
+    /// their ids in order.
+    pub fn add_port_regions(
+        &mut self,
+        container: RegionId,
+        regions: &[PortRegion],
+    ) -> Vec<RegionId> {
+        regions
+            .iter()
+            .map(|region| {
+                let id = self.region(
+                    region.name,
+                    u128::from(region.len),
+                    RegionKind::Io,
+                    region.priority,
+                );
+                self.add_port_regions(id, &region.children);
+                self.add_subregion(container, u64::from(region.base), id);
+                id
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -258,6 +258,15 @@ impl I8042 {
     }
 }
 
+/// The controller's ports under QEMU's region names (0x61, between them, is not its own).
+pub fn io_regions() -> Vec<crate::hw::describe::PortRegion> {
+    use crate::hw::describe::PortRegion;
+    vec![
+        PortRegion::new("i8042-data", I8042_BASE, 1),
+        PortRegion::new("i8042-cmd", I8042_BASE + 4, 1),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

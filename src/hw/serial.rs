@@ -106,6 +106,15 @@ pub fn com1_qdev() -> crate::hw::describe::QdevDevice {
         .prop(QdevProp::uint("irq", u64::from(COM1_IRQ)))
 }
 
+/// COM1's ports under QEMU's region name.
+pub fn com1_io_regions() -> Vec<crate::hw::describe::PortRegion> {
+    vec![crate::hw::describe::PortRegion::new(
+        "serial",
+        COM1_BASE,
+        UART_PORT_COUNT,
+    )]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,19 +12,13 @@ use std::sync::Arc;
 use super::Machine;
 use crate::config::DebugconConfig;
 use crate::hw::describe::{
-    pci_device, MemoryMap, PciBarInfo, QdevBus, QdevDevice, QdevProp, RegionId, RegionKind,
-    WHOLE_64BIT_SPACE,
+    pci_device, MemoryMap, PciBarInfo, PortRegion, QdevBus, QdevDevice, QdevProp, RegionId,
+    RegionKind, WHOLE_64BIT_SPACE,
 };
-use crate::hw::i8042::I8042_BASE;
 use crate::hw::ide::PiixIde;
-use crate::hw::pc::apm::{APM_IO_BASE, APM_IO_LEN};
-use crate::hw::pc::fw_cfg::FW_CFG_IO_BASE;
 use crate::hw::pc::pam::{self, PamAccess, PAM_FIRST_REGISTER};
-use crate::hw::pc::port92::PORT92;
-use crate::hw::pc::rtc::{Rtc, RTC_IO_BASE};
-use crate::hw::pci::{devfn, PCI_CONFIG_ADDRESS};
-use crate::hw::pm::{GPE0_IO_BASE, GPE0_IO_LEN};
-use crate::hw::serial::{COM1_BASE, UART_PORT_COUNT};
+use crate::hw::pc::rtc::Rtc;
+use crate::hw::pci::devfn;
 
 /// What the description needs beyond the machine's own fields, kept at creation.
 pub(super) struct DescribeFacts {
@@ -49,8 +43,7 @@ const IDE_BMDMA_BAR: PciBarInfo = PciBarInfo {
     size: 16,
 };
 
-/// The PCI command register's enables.
-const COMMAND_IO: u32 = 1 << 0;
+/// The PCI command register's bus-master enable.
 const COMMAND_BUS_MASTER: u32 = 1 << 2;
 
 /// PIIX4 PM registers: the PM base (PMBA) and its enable (PMREGMISC bit 0).
@@ -311,60 +304,36 @@ impl Machine {
     }
 
     fn describe_io(&self, map: &mut MemoryMap, io: RegionId) {
-        let leaf = |map: &mut MemoryMap, name: &str, base: u16, len: u16, priority: i32| {
-            let id = map.region(name, u128::from(len), RegionKind::Io, priority);
-            map.add_subregion(io, u64::from(base), id);
-            id
-        };
         // The PIIX4 PM block, where PMBA points once PMREGMISC enables it.
         let pmba = self.config_dword(PIIX4_PM_DEVFN, PMBA) & 0xffc0;
         let pm_enabled = self.config_dword(PIIX4_PM_DEVFN, PMREGMISC) & 1 != 0;
         let pm = map.region("piix4-pm", PM_BLOCK_LEN, RegionKind::Io, 0);
-        for (name, offset, len) in [("acpi-evt", 0, 4), ("acpi-cnt", 4, 2), ("acpi-tmr", 8, 4)] {
-            let id = map.region(name, len, RegionKind::Io, 0);
-            map.add_subregion(pm, offset, id);
-        }
+        map.add_port_regions(pm, &crate::hw::pm::pm_block_io_regions());
         map.set_enabled(pm, pm_enabled);
         map.add_subregion(io, if pm_enabled { u64::from(pmba) } else { 0 }, pm);
 
-        leaf(map, "kvm-pic", 0x20, 2, 0);
-        leaf(map, "kvm-pit", 0x40, 4, 0);
-        leaf(map, "i8042-data", I8042_BASE, 1, 0);
-        leaf(map, "i8042-cmd", I8042_BASE + 4, 1, 0);
-        let rtc = leaf(map, "rtc", RTC_IO_BASE, 2, 0);
-        let rtc_index = map.region("rtc-index", 1, RegionKind::Io, 0);
-        map.add_subregion(rtc, 0, rtc_index);
-        leaf(map, "port92", PORT92, 1, 0);
-        leaf(map, "kvm-pic", 0xa0, 2, 0);
-        leaf(map, "apm-io", APM_IO_BASE, APM_IO_LEN, 0);
+        // KVM's in-kernel PIC (with its edge/level registers) and PIT.
+        map.add_port_regions(
+            io,
+            &[
+                PortRegion::new("kvm-pic", 0x20, 2),
+                PortRegion::new("kvm-pit", 0x40, 4),
+                PortRegion::new("kvm-pic", 0xa0, 2),
+                PortRegion::new("kvm-elcr", 0x4d0, 1),
+                PortRegion::new("kvm-elcr", 0x4d1, 1),
+            ],
+        );
+        map.add_port_regions(io, &crate::hw::i8042::io_regions());
+        map.add_port_regions(io, &crate::hw::pc::rtc::io_regions());
+        map.add_port_regions(io, &crate::hw::pc::port92::io_regions());
+        map.add_port_regions(io, &crate::hw::pc::apm::io_regions());
         for debugcon in &self.describe.debugcons {
-            leaf(map, "isa-debugcon", debugcon.iobase, 1, 0);
+            map.add_port_regions(io, &crate::hw::pc::debugcon::io_regions(debugcon.iobase));
         }
-        for (base, len) in [(0x170, 8), (0x1f0, 8), (0x376, 1), (0x3f6, 1)] {
-            leaf(map, "ide", base, len, 0);
-        }
-        leaf(map, "serial", COM1_BASE, UART_PORT_COUNT, 0);
-        leaf(map, "kvm-elcr", 0x4d0, 1, 0);
-        leaf(map, "kvm-elcr", 0x4d1, 1, 0);
-        leaf(map, "fwcfg", FW_CFG_IO_BASE, 2, 0);
-        leaf(map, "fwcfg.dma", FW_CFG_IO_BASE + 4, 8, 0);
-        leaf(map, "pci-conf-idx", PCI_CONFIG_ADDRESS, 4, 0);
-        leaf(map, "piix3-reset-control", PCI_CONFIG_ADDRESS + 1, 1, 1);
-        leaf(map, "pci-conf-data", PCI_CONFIG_ADDRESS + 4, 4, 0);
-        leaf(map, "acpi-gpe0", GPE0_IO_BASE, GPE0_IO_LEN, 0);
-        // The IDE bus-master registers, while BAR4 is mapped: two channels of eight ports.
-        let command = self.config_dword(IDE_DEVFN, 0x04);
-        let config = |offset: u8| self.config_dword(IDE_DEVFN, offset);
-        let bmdma_base = crate::hw::describe::bar_address(&config, command as u16, &IDE_BMDMA_BAR);
-        if command & COMMAND_IO != 0 && bmdma_base != u64::MAX {
-            let container = map.region("piix-bmdma-container", 16, RegionKind::Io, 1);
-            for channel in 0..2u64 {
-                let extra = map.region("piix-bmdma", 4, RegionKind::Io, 0);
-                map.add_subregion(container, channel * 8, extra);
-                let address = map.region("bmdma", 4, RegionKind::Io, 0);
-                map.add_subregion(container, channel * 8 + 4, address);
-            }
-            map.add_subregion(io, bmdma_base, container);
-        }
+        map.add_port_regions(io, &self.describe.ide.io_regions());
+        map.add_port_regions(io, &crate::hw::serial::com1_io_regions());
+        map.add_port_regions(io, &crate::hw::pc::fw_cfg::io_regions());
+        map.add_port_regions(io, &crate::hw::pci::host::io_regions());
+        map.add_port_regions(io, &crate::hw::pm::gpe0_io_regions());
     }
 }

@@ -176,6 +176,31 @@ impl PiixIde {
 }
 
 impl PiixIde {
+    /// The legacy command and control blocks under QEMU's region name (`ide`), and, while
+    /// firmware has BAR4 mapped, the bus-master block (QEMU's `piix-bmdma-container` with
+    /// each channel's `piix-bmdma` and `bmdma` halves, at BAR priority 1).
+    pub fn io_regions(&self) -> Vec<crate::hw::describe::PortRegion> {
+        use crate::hw::describe::PortRegion;
+        let mut regions = Vec::new();
+        for (command, control) in [
+            (PRIMARY_COMMAND_BASE, PRIMARY_CONTROL_PORT),
+            (SECONDARY_COMMAND_BASE, SECONDARY_CONTROL_PORT),
+        ] {
+            regions.push(PortRegion::new("ide", command, COMMAND_BLOCK_LEN));
+            regions.push(PortRegion::new("ide", control, 1));
+        }
+        if let Some(base) = self.bus_master_base() {
+            let mut container = PortRegion::new("piix-bmdma-container", base, 16).with_priority(1);
+            for channel in 0..2u16 {
+                container = container
+                    .with_child(PortRegion::new("piix-bmdma", channel * 8, 4))
+                    .with_child(PortRegion::new("bmdma", channel * 8 + 4, 4));
+            }
+            regions.push(container);
+        }
+        regions
+    }
+
     /// The two IDE buses as QEMU's `info qtree` shows them (`ide.1` first), each with its
     /// hard disks: the drive names come from `drives`, geometry and translation from the
     /// attached disks, serial numbers as QEMU assigns them.

@@ -49,6 +49,15 @@ pub fn qdev(id: &str, iobase: u16, chardev: &str) -> crate::hw::describe::QdevDe
         .prop(QdevProp::uint("readback", u64::from(READBACK)))
 }
 
+/// The debug console's port under QEMU's region name.
+pub fn io_regions(iobase: u16) -> Vec<crate::hw::describe::PortRegion> {
+    vec![crate::hw::describe::PortRegion::new(
+        "isa-debugcon",
+        iobase,
+        1,
+    )]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

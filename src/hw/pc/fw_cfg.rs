@@ -270,6 +270,15 @@ pub fn qdev() -> crate::hw::describe::QdevDevice {
         .prop(QdevProp::bool("acpi-mr-restore", true))
 }
 
+/// The selector/data ports and the DMA address register under QEMU's region names.
+pub fn io_regions() -> Vec<crate::hw::describe::PortRegion> {
+    use crate::hw::describe::PortRegion;
+    vec![
+        PortRegion::new("fwcfg", FW_CFG_IO_BASE, 2),
+        PortRegion::new("fwcfg.dma", FW_CFG_IO_BASE + 4, 8),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

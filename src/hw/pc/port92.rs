@@ -52,6 +52,11 @@ impl Port92 {
     }
 }
 
+/// Port 0x92 under QEMU's region name.
+pub fn io_regions() -> Vec<crate::hw::describe::PortRegion> {
+    vec![crate::hw::describe::PortRegion::new("port92", PORT92, 1)]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

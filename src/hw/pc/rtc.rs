@@ -475,6 +475,18 @@ impl Rtc {
     }
 }
 
+/// The RTC's ports under QEMU's region names: the index port is its own region inside.
+pub fn io_regions() -> Vec<crate::hw::describe::PortRegion> {
+    use crate::hw::describe::PortRegion;
+    vec![
+        PortRegion::new("rtc", RTC_IO_BASE, RTC_IO_LEN).with_child(PortRegion::new(
+            "rtc-index",
+            0,
+            1,
+        )),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
