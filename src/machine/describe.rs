@@ -18,6 +18,7 @@ use crate::hw::describe::{
 use crate::hw::ide::PiixIde;
 use crate::hw::pc::pam::{self, PamAccess, PAM_FIRST_REGISTER};
 use crate::hw::pc::rtc::Rtc;
+use crate::hw::pc::{i440fx, piix3, piix4_pm};
 use crate::hw::pci::devfn;
 
 /// What the description needs beyond the machine's own fields, kept at creation.
@@ -107,24 +108,9 @@ impl Machine {
         }
 
         let config = |devfn: u8| move |offset: u8| self.config_dword(devfn, offset);
-        let pm_props = vec![
-            // The board's SMBus base, as QEMU's `pc` sets it; no SMBus controller answers
-            // there in vmscope (QEMU's value then follows firmware's programming of it).
-            QdevProp::uint("smb_io_base", 0xb100),
-            // No S3 in this machine's ACPI tables; S4 is there, with QEMU's SLP_TYP.
-            QdevProp::uint("disable_s3", 1),
-            QdevProp::uint("disable_s4", 0),
-            QdevProp::uint("s4_val", 2),
-            // No ACPI PCI, CPU or memory hotplug in this machine.
-            QdevProp::bool("acpi-pci-hotplug-with-bridge-support", false),
-            QdevProp::bool("acpi-root-pci-hotplug", false),
-            QdevProp::bool("memory-hotplug-support", false),
-            QdevProp::bool("smm-compat", false),
-            QdevProp::bool("smm-enabled", false),
-            QdevProp::bool("x-not-migrate-acpi-index", false),
-        ];
+        let pm_props = crate::hw::pc::piix4_pm::qdev_props();
         let pm = pci_device(
-            "PIIX4_PM",
+            piix4_pm::QEMU_TYPE,
             PIIX4_PM_DEVFN,
             &config(PIIX4_PM_DEVFN),
             pm_props,
@@ -133,37 +119,39 @@ impl Machine {
         .gpio_out("smi-irq", 1)
         .gpio_out("", 1);
         let mut ide = pci_device(
-            "piix3-ide",
+            crate::hw::ide::piix::QEMU_TYPE,
             IDE_DEVFN,
             &config(IDE_DEVFN),
             Vec::new(),
             &[IDE_BMDMA_BAR],
         );
         ide.buses = facts.ide.qdev_buses(&self.drives);
-        let piix3 =
-            pci_device("PIIX3", PIIX3_DEVFN, &config(PIIX3_DEVFN), Vec::new(), &[]).bus(QdevBus {
-                name: "isa.0".into(),
-                bus_type: "ISA",
-                devices: isa,
-            });
+        let piix3 = pci_device(
+            piix3::QEMU_TYPE,
+            PIIX3_DEVFN,
+            &config(PIIX3_DEVFN),
+            Vec::new(),
+            &[],
+        )
+        .bus(QdevBus {
+            name: "isa.0".into(),
+            bus_type: "ISA",
+            devices: isa,
+        });
         let i440fx = pci_device(
-            "i440FX",
+            i440fx::QEMU_TYPE,
             I440FX_DEVFN,
             &config(I440FX_DEVFN),
             Vec::new(),
             &[],
         );
-        let host = QdevDevice::new("i440FX-pcihost")
-            .prop(QdevProp::size("pci-hole64-size", 2 << 30))
-            .prop(QdevProp::uint("short_root_bus", 0))
-            .prop(QdevProp::bool("x-pci-hole64-fix", true))
-            .prop(QdevProp::bool("x-config-reg-migration-enabled", true))
-            .prop(QdevProp::bool("bypass-iommu", false))
-            .bus(QdevBus {
-                name: "pci.0".into(),
-                bus_type: "PCI",
-                devices: vec![pm, ide, piix3, i440fx],
-            });
+        let mut host = QdevDevice::new(i440fx::QEMU_HOST_TYPE);
+        host.props = i440fx::host_qdev_props();
+        let host = host.bus(QdevBus {
+            name: "pci.0".into(),
+            bus_type: "PCI",
+            devices: vec![pm, ide, piix3, i440fx],
+        });
         let ioapic = QdevDevice::new("kvm-ioapic")
             .gpio_in("", 24)
             .prop(QdevProp::uint("gsi_base", 0))
@@ -197,10 +185,10 @@ impl Machine {
         // and QEMU keeps that view off too until the guest writes the register).
         let mut bus_masters = Vec::new();
         for (name, devfn, masters) in [
-            ("i440FX", I440FX_DEVFN, false),
-            ("PIIX4_PM", PIIX4_PM_DEVFN, false),
-            ("PIIX3", PIIX3_DEVFN, false),
-            ("piix3-ide", IDE_DEVFN, true),
+            (i440fx::QEMU_TYPE, I440FX_DEVFN, false),
+            (piix4_pm::QEMU_TYPE, PIIX4_PM_DEVFN, false),
+            (piix3::QEMU_TYPE, PIIX3_DEVFN, false),
+            (crate::hw::ide::piix::QEMU_TYPE, IDE_DEVFN, true),
         ] {
             let container =
                 map.region("bus master container", WHOLE_64BIT_SPACE, RegionKind::Io, 0);

@@ -329,3 +329,6 @@ impl PioDevice for BusMasterPorts {
         self.0[usize::from(offset >= 8)].write_bus_master(offset & 7, data);
     }
 }
+
+/// QEMU's type name of the IDE function.
+pub const QEMU_TYPE: &str = "piix3-ide";

@@ -108,6 +108,9 @@ impl PciFunction for Piix3 {
     }
 }
 
+/// QEMU's type name of the ISA bridge function.
+pub const QEMU_TYPE: &str = "PIIX3";
+
 #[cfg(test)]
 mod tests {
     use super::*;
