@@ -31,7 +31,7 @@ pub(super) struct DescribeFacts {
     pub rtc: Arc<Rtc>,
 }
 
-/// The chipset's functions: devfn and QEMU type name.
+/// Where the chipset's functions sit on bus 0.
 const I440FX_DEVFN: u8 = devfn(0, 0);
 const PIIX3_DEVFN: u8 = devfn(1, 0);
 const IDE_DEVFN: u8 = devfn(1, 1);
@@ -89,6 +89,7 @@ impl Machine {
         isa.push(self.chipset.port92.qdev());
         isa.push(self.i8042.qdev());
         isa.push(crate::hw::serial::com1_qdev());
+        // KVM's PIT re-injects lost ticks (vmscope leaves KVM's default on): QEMU's `delay`.
         isa.push(
             QdevDevice::new("kvm-pit")
                 .gpio_in("", 1)
@@ -96,6 +97,7 @@ impl Machine {
                 .prop(QdevProp::string("lost_tick_policy", "delay")),
         );
         isa.push(facts.rtc.qdev());
+        // KVM's PICs, slave first (created last); the ELCR masks are the ones KVM applies.
         for (iobase, elcr, mask, master) in [(0xa0, 0x4d1, 0xde, false), (0x20, 0x4d0, 0xf8, true)]
         {
             isa.push(
@@ -108,12 +110,11 @@ impl Machine {
         }
 
         let config = |devfn: u8| move |offset: u8| self.config_dword(devfn, offset);
-        let pm_props = crate::hw::pc::piix4_pm::qdev_props();
         let pm = pci_device(
             piix4_pm::QEMU_TYPE,
             PIIX4_PM_DEVFN,
             &config(PIIX4_PM_DEVFN),
-            pm_props,
+            piix4_pm::qdev_props(),
             &[],
         )
         .gpio_out("smi-irq", 1)
