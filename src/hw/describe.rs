@@ -53,20 +53,12 @@ impl QdevDevice {
     }
 
     pub fn gpio_in(mut self, name: &'static str, count: u32) -> QdevDevice {
-        self.gpios.push(Gpio {
-            output: false,
-            name,
-            count,
-        });
+        self.gpios.push(Gpio::input(name, count));
         self
     }
 
     pub fn gpio_out(mut self, name: &'static str, count: u32) -> QdevDevice {
-        self.gpios.push(Gpio {
-            output: true,
-            name,
-            count,
-        });
+        self.gpios.push(Gpio::output(name, count));
         self
     }
 
@@ -92,6 +84,24 @@ pub struct Gpio {
     pub output: bool,
     pub name: &'static str,
     pub count: u32,
+}
+
+impl Gpio {
+    pub fn input(name: &'static str, count: u32) -> Gpio {
+        Gpio {
+            output: false,
+            name,
+            count,
+        }
+    }
+
+    pub fn output(name: &'static str, count: u32) -> Gpio {
+        Gpio {
+            output: true,
+            name,
+            count,
+        }
+    }
 }
 
 /// A property and its value, already in QEMU's printed form.
@@ -217,6 +227,32 @@ fn pci_class_name(class: u16) -> Option<&'static str> {
         0x0c03 => "USB controller",
         _ => return None,
     })
+}
+
+/// What a PCI function says about itself (see `PciFunction::describe`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PciDescription {
+    /// QEMU's type name (`i440FX`, `piix3-ide`).
+    pub type_name: &'static str,
+    /// The device's own properties, printed before the common PCI ones.
+    pub props: Vec<QdevProp>,
+    pub gpios: Vec<Gpio>,
+    pub bars: Vec<PciBarInfo>,
+    /// Whether the function ever masters the bus (DMA) once its command register lets it.
+    pub bus_master: bool,
+}
+
+impl PciDescription {
+    /// A function with no properties, GPIOs or BARs that never masters the bus.
+    pub fn new(type_name: &'static str) -> PciDescription {
+        PciDescription {
+            type_name,
+            props: Vec::new(),
+            gpios: Vec::new(),
+            bars: Vec::new(),
+            bus_master: false,
+        }
+    }
 }
 
 /// A BAR a PCI function declares: its index, whether it is I/O, and its size.

@@ -12,13 +12,13 @@ use std::sync::Arc;
 use super::Machine;
 use crate::config::DebugconConfig;
 use crate::hw::describe::{
-    pci_device, MemoryMap, PciBarInfo, PortRegion, QdevBus, QdevDevice, QdevProp, RegionId,
-    RegionKind, WHOLE_64BIT_SPACE,
+    pci_device, MemoryMap, PortRegion, QdevBus, QdevDevice, QdevProp, RegionId, RegionKind,
+    WHOLE_64BIT_SPACE,
 };
 use crate::hw::ide::PiixIde;
+use crate::hw::pc::i440fx;
 use crate::hw::pc::pam::{self, PamAccess, PAM_FIRST_REGISTER};
 use crate::hw::pc::rtc::Rtc;
-use crate::hw::pc::{i440fx, piix3, piix4_pm};
 use crate::hw::pci::devfn;
 
 /// What the description needs beyond the machine's own fields, kept at creation.
@@ -31,18 +31,15 @@ pub(super) struct DescribeFacts {
     pub rtc: Arc<Rtc>,
 }
 
-/// Where the chipset's functions sit on bus 0.
+/// Where the chipset's functions sit on bus 0 (the machine wires buses behind two of them,
+/// and reads the host bridge's PAM and the PM function's base).
 const I440FX_DEVFN: u8 = devfn(0, 0);
 const PIIX3_DEVFN: u8 = devfn(1, 0);
 const IDE_DEVFN: u8 = devfn(1, 1);
 const PIIX4_PM_DEVFN: u8 = devfn(1, 3);
 
-/// The IDE function's bus-master BAR.
-const IDE_BMDMA_BAR: PciBarInfo = PciBarInfo {
-    index: 4,
-    io: true,
-    size: 16,
-};
+/// What `info qtree` calls a PCI function that does not describe itself.
+const UNDESCRIBED_PCI_TYPE: &str = "vmscope-undescribed-pci-function";
 
 /// The PCI command register's bus-master enable.
 const COMMAND_BUS_MASTER: u32 = 1 << 2;
@@ -109,49 +106,47 @@ impl Machine {
             );
         }
 
-        let config = |devfn: u8| move |offset: u8| self.config_dword(devfn, offset);
-        let pm = pci_device(
-            piix4_pm::QEMU_TYPE,
-            PIIX4_PM_DEVFN,
-            &config(PIIX4_PM_DEVFN),
-            piix4_pm::qdev_props(),
-            &[],
-        )
-        .gpio_out("smi-irq", 1)
-        .gpio_out("", 1);
-        let mut ide = pci_device(
-            crate::hw::ide::piix::QEMU_TYPE,
-            IDE_DEVFN,
-            &config(IDE_DEVFN),
-            Vec::new(),
-            &[IDE_BMDMA_BAR],
-        );
-        ide.buses = facts.ide.qdev_buses(&self.drives);
-        let piix3 = pci_device(
-            piix3::QEMU_TYPE,
-            PIIX3_DEVFN,
-            &config(PIIX3_DEVFN),
-            Vec::new(),
-            &[],
-        )
-        .bus(QdevBus {
-            name: "isa.0".into(),
-            bus_type: "ISA",
-            devices: isa,
-        });
-        let i440fx = pci_device(
-            i440fx::QEMU_TYPE,
-            I440FX_DEVFN,
-            &config(I440FX_DEVFN),
-            Vec::new(),
-            &[],
-        );
+        // Every function on bus 0 describes itself, newest (highest devfn here) first; the
+        // machine adds the buses it wires behind them (ISA behind PIIX3, IDE's two).
+        let mut isa = Some(isa);
+        let mut pci_devices = Vec::new();
+        for (devfn, function) in self.chipset.pci.functions().rev() {
+            let config = |offset: u8| self.config_dword(devfn, offset);
+            let mut device = match function.describe() {
+                Some(description) => {
+                    let mut device = pci_device(
+                        description.type_name,
+                        devfn,
+                        &config,
+                        description.props,
+                        &description.bars,
+                    );
+                    device.gpios = description.gpios;
+                    device
+                }
+                // Visible rather than silently left out.
+                None => pci_device(UNDESCRIBED_PCI_TYPE, devfn, &config, Vec::new(), &[]),
+            };
+            if devfn == PIIX3_DEVFN {
+                if let Some(devices) = isa.take() {
+                    device.buses.push(QdevBus {
+                        name: "isa.0".into(),
+                        bus_type: "ISA",
+                        devices,
+                    });
+                }
+            }
+            if devfn == IDE_DEVFN {
+                device.buses = facts.ide.qdev_buses(&self.drives);
+            }
+            pci_devices.push(device);
+        }
         let mut host = QdevDevice::new(i440fx::QEMU_HOST_TYPE);
         host.props = i440fx::host_qdev_props();
         let host = host.bus(QdevBus {
             name: "pci.0".into(),
             bus_type: "PCI",
-            devices: vec![pm, ide, piix3, i440fx],
+            devices: pci_devices,
         });
         let ioapic = QdevDevice::new("kvm-ioapic")
             .gpio_in("", 24)
@@ -180,32 +175,31 @@ impl Machine {
         let io = map.region("io", 0x10000, RegionKind::Io, 0);
         self.describe_memory(&mut map, system);
         self.describe_io(&mut map, io);
-        // Each PCI function's bus-master view of system memory. Only the IDE function
-        // masters the bus here, once the guest sets its bus-master enable; the others never
-        // do (PIIX3's power-on command register has the bit set, but there is no ISA DMA,
-        // and QEMU keeps that view off too until the guest writes the register).
+        // Each PCI function's bus-master view of system memory, enabled once the guest sets
+        // the bus-master bit of a function that does DMA at all.
         let mut bus_masters = Vec::new();
-        for (name, devfn, masters) in [
-            (i440fx::QEMU_TYPE, I440FX_DEVFN, false),
-            (piix4_pm::QEMU_TYPE, PIIX4_PM_DEVFN, false),
-            (piix3::QEMU_TYPE, PIIX3_DEVFN, false),
-            (crate::hw::ide::piix::QEMU_TYPE, IDE_DEVFN, true),
-        ] {
+        for (devfn, function) in self.chipset.pci.functions() {
+            let description = function.describe();
             let container =
                 map.region("bus master container", WHOLE_64BIT_SPACE, RegionKind::Io, 0);
             let view = map.alias("bus master", system, 0, WHOLE_64BIT_SPACE, 0);
+            let masters = description.as_ref().is_some_and(|d| d.bus_master);
             let command = self.config_dword(devfn, 0x04);
             map.set_enabled(view, masters && command & COMMAND_BUS_MASTER != 0);
             map.add_subregion(container, 0, view);
+            let name = description.map_or(UNDESCRIBED_PCI_TYPE, |d| d.type_name);
             bus_masters.push((name, container));
         }
-        // One of QEMU's (run-dependent) orders of the groups.
-        let [i440fx, pm, piix3, ide] = [0, 1, 2, 3].map(|i| bus_masters[i]);
-        for (name, root) in [i440fx, pm, piix3] {
+        // One of QEMU's (run-dependent) orders of the groups: the functions, the I/O space
+        // before the last of them, then system memory.
+        let last = bus_masters.pop();
+        for (name, root) in bus_masters {
             map.add_address_space(name, root);
         }
         map.add_address_space("I/O", io);
-        map.add_address_space(ide.0, ide.1);
+        if let Some((name, root)) = last {
+            map.add_address_space(name, root);
+        }
         for cpu in 0..self.describe.cpus {
             map.add_address_space(&format!("cpu-memory-{cpu}"), system);
         }

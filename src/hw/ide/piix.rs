@@ -268,6 +268,17 @@ impl PiixIde {
 }
 
 impl PciFunction for PiixIde {
+    fn describe(&self) -> Option<crate::hw::describe::PciDescription> {
+        let mut description = crate::hw::describe::PciDescription::new(QEMU_TYPE);
+        description.bars = vec![crate::hw::describe::PciBarInfo {
+            index: 4,
+            io: true,
+            size: 16,
+        }];
+        description.bus_master = true;
+        Some(description)
+    }
+
     fn config_read(&self, offset: u8) -> u32 {
         self.config.lock().unwrap().read_dword(offset)
     }

@@ -61,6 +61,10 @@ impl I440fx {
 }
 
 impl PciFunction for I440fx {
+    fn describe(&self) -> Option<crate::hw::describe::PciDescription> {
+        Some(crate::hw::describe::PciDescription::new(QEMU_TYPE))
+    }
+
     fn config_read(&self, offset: u8) -> u32 {
         self.config.lock().unwrap().read_dword(offset)
     }

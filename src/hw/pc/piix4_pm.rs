@@ -109,6 +109,16 @@ impl Piix4Pm {
 }
 
 impl PciFunction for Piix4Pm {
+    fn describe(&self) -> Option<crate::hw::describe::PciDescription> {
+        let mut description = crate::hw::describe::PciDescription::new(QEMU_TYPE);
+        description.props = qdev_props();
+        description.gpios = vec![
+            crate::hw::describe::Gpio::output("smi-irq", 1),
+            crate::hw::describe::Gpio::output("", 1),
+        ];
+        Some(description)
+    }
+
     fn config_read(&self, offset: u8) -> u32 {
         self.config.lock().unwrap().read_dword(offset)
     }

@@ -56,6 +56,13 @@ impl PciBus {
         }
     }
 
+    /// The functions on bus 0 with their devfns, in devfn order.
+    pub fn functions(&self) -> impl DoubleEndedIterator<Item = (u8, &Arc<dyn PciFunction>)> {
+        self.functions
+            .iter()
+            .map(|(&devfn, function)| (devfn, function))
+    }
+
     fn function(&self, bus: u8, devfn: u8) -> Option<&Arc<dyn PciFunction>> {
         if bus != 0 {
             return None;
