@@ -554,6 +554,39 @@ mod tests {
     }
 
     #[test]
+    fn pci_lines_follow_the_configuration_space() {
+        // piix3-ide at 00:01.1: BAR4 at 0xc000 once I/O decoding is on.
+        let config = |command: u32| {
+            move |offset: u8| match offset {
+                0x00 => 0x7010_8086,
+                0x04 => command,
+                0x08 => 0x0101_8000,
+                0x0c => 0,
+                0x20 => 0xc001,
+                0x2c => 0x1100_1af4,
+                _ => 0,
+            }
+        };
+        let bar = PciBarInfo {
+            index: 4,
+            io: true,
+            size: 16,
+        };
+        let off = pci_device("piix3-ide", 0x09, &config(0), Vec::new(), &[bar]);
+        assert_eq!(
+            off.bus_lines,
+            [
+                "class IDE controller, addr 00:01.1, pci id 8086:7010 (sub 1af4:1100)",
+                "bar 4: i/o at 0xffffffffffffffff [0xe]",
+            ]
+        );
+        assert!(off.props.contains(&QdevProp::pci_addr(0x09)));
+        assert!(off.props.contains(&QdevProp::bool("multifunction", false)));
+        let on = pci_device("piix3-ide", 0x09, &config(1), Vec::new(), &[bar]);
+        assert_eq!(on.bus_lines[1], "bar 4: i/o at 0xc000 [0xc00f]");
+    }
+
+    #[test]
     fn equal_priorities_list_newest_first() {
         let mut map = MemoryMap::default();
         let root = map.region("io", 0x10000, RegionKind::Io, 0);
