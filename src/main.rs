@@ -8,6 +8,7 @@ use vmscope::chardev::{ChardevFrontend, ChardevWriter, Chardevs, Interest, LoopH
 use vmscope::cli::{self, CliOutcome};
 use vmscope::config::SmpConfig;
 use vmscope::config::{Accelerator, Config, DriveConfig, MonitorMode};
+use vmscope::hw::describe::{MemoryMap, QdevBus};
 use vmscope::hw::serial::SerialPort;
 use vmscope::machine::{GuestNotice, Machine, Next};
 use vmscope::monitor::{
@@ -88,6 +89,12 @@ impl VmControl for MachineControl {
     fn system_powerdown(&self) -> Result<(), String> {
         self.machine().press_power_button();
         Ok(())
+    }
+    fn qtree(&self) -> Result<QdevBus, String> {
+        Ok(self.machine().qtree())
+    }
+    fn mtree(&self) -> Result<MemoryMap, String> {
+        Ok(self.machine().mtree())
     }
     fn vcpus(&self) -> Vec<VcpuInfo> {
         // Threads fastest, then cores, dies, sockets: QEMU's numbering of cpu-index.

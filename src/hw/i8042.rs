@@ -241,6 +241,32 @@ impl PioDevice for I8042 {
     }
 }
 
+impl I8042 {
+    /// The controller as QEMU's `info qtree` shows it: its PS/2 input lines, its two
+    /// interrupt outputs and the A20 output, and the IRQs it raises.
+    pub fn qdev(&self) -> crate::hw::describe::QdevDevice {
+        use crate::hw::describe::{QdevDevice, QdevProp};
+        QdevDevice::new("i8042")
+            .gpio_in("ps2-mouse-input-irq", 1)
+            .gpio_in("ps2-kbd-input-irq", 1)
+            .gpio_out("", 2)
+            .gpio_out("a20", 1)
+            .prop(QdevProp::bool("extended-state", true))
+            .prop(QdevProp::bool("kbd-throttle", false))
+            .prop(QdevProp::uint("kbd-irq", u64::from(KEYBOARD_IRQ)))
+            .prop(QdevProp::uint("mouse-irq", u64::from(MOUSE_IRQ)))
+    }
+}
+
+/// The controller's ports under QEMU's region names (0x61, between them, is not its own).
+pub fn io_regions() -> Vec<crate::hw::describe::PortRegion> {
+    use crate::hw::describe::PortRegion;
+    vec![
+        PortRegion::new("i8042-data", I8042_BASE, 1),
+        PortRegion::new("i8042-cmd", I8042_BASE + 4, 1),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

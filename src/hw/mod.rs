@@ -1,6 +1,7 @@
 //! Device models, each behind a port/MMIO handler and an interrupt line.
 
 pub mod bus;
+pub mod describe;
 pub mod i8042;
 pub mod ide;
 pub mod irq;

@@ -323,6 +323,26 @@ impl PioDevice for Gpe0Block {
     }
 }
 
+/// The GPE0 block under QEMU's region name.
+pub fn gpe0_io_regions() -> Vec<crate::hw::describe::PortRegion> {
+    vec![crate::hw::describe::PortRegion::new(
+        "acpi-gpe0",
+        GPE0_IO_BASE,
+        GPE0_IO_LEN,
+    )]
+}
+
+/// The registers inside the PM block (`piix4-pm` in QEMU), at offsets from its base:
+/// PM1 event, PM1 control, the PM timer.
+pub fn pm_block_io_regions() -> Vec<crate::hw::describe::PortRegion> {
+    use crate::hw::describe::PortRegion;
+    vec![
+        PortRegion::new("acpi-evt", PM1_STS, 4),
+        PortRegion::new("acpi-cnt", PM1_CNT, 2),
+        PortRegion::new("acpi-tmr", PM_TMR, 4),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -96,6 +96,25 @@ impl PioDevice for SerialPort {
     }
 }
 
+/// COM1 as QEMU's `info qtree` shows it (`isa-serial` index 0; its chardev belongs to an
+/// inner object QEMU does not list).
+pub fn com1_qdev() -> crate::hw::describe::QdevDevice {
+    use crate::hw::describe::{QdevDevice, QdevProp};
+    QdevDevice::new("isa-serial")
+        .prop(QdevProp::uint("index", 0))
+        .prop(QdevProp::uint("iobase", u64::from(COM1_BASE)))
+        .prop(QdevProp::uint("irq", u64::from(COM1_IRQ)))
+}
+
+/// COM1's ports under QEMU's region name.
+pub fn com1_io_regions() -> Vec<crate::hw::describe::PortRegion> {
+    vec![crate::hw::describe::PortRegion::new(
+        "serial",
+        COM1_BASE,
+        UART_PORT_COUNT,
+    )]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ pub mod acpi;
 pub mod boot;
 pub mod cpu_features;
 pub mod cpuid;
+mod describe;
 pub mod e820;
 pub mod firmware;
 pub mod gate;
@@ -224,6 +225,8 @@ pub struct Machine {
     i8042: Arc<I8042>,
     /// KVM's interrupt routes, where MSI-X vectors get theirs.
     irq_routing: Arc<GsiRouting>,
+    /// What `info qtree` / `info mtree` need beyond the fields above (see `describe`).
+    describe: describe::DescribeFacts,
 }
 
 impl Machine {
@@ -371,6 +374,7 @@ impl Machine {
             .max()
             .map_or(1, |id| id + 1);
         let firmware_boot = bios.is_some();
+        let bios_size = bios.as_ref().map(|rom| layout::HIGH_RAM_START - rom.base());
         if let Some(rom) = &bios {
             rom.register(&vm)?;
         }
@@ -457,7 +461,7 @@ impl Machine {
                 on_reset: Box::new(move || cf9_events.send(MachineEvent::Reset)),
                 on_fast_reset: Box::new(move || port92_events.send(MachineEvent::Reset)),
                 fw_cfg,
-                rtc,
+                rtc: rtc.clone(),
                 extra_functions: vec![(devfn(1, 1), ide.clone() as Arc<dyn PciFunction>)],
             },
         )?;
@@ -560,6 +564,13 @@ impl Machine {
             drives,
             i8042,
             irq_routing,
+            describe: describe::DescribeFacts {
+                bios_size,
+                debugcons: config.debugcons.clone(),
+                cpus: config.smp.cpus,
+                ide,
+                rtc,
+            },
         })
     }
 

@@ -13,6 +13,7 @@ use super::qom_order::child_walk_order;
 use super::registers::VcpuRegisters;
 use super::run_state::{RunState, StatusInfo};
 use crate::chardev::{ChardevInfo, ChardevInfoSource};
+use crate::hw::describe::{MemoryMap, QdevBus};
 
 /// One vCPU as `query-cpus-fast` reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +58,14 @@ pub trait VmControl: Send + Sync {
         Err(format!(
             "the registers of CPU#{index} cannot be read on this machine"
         ))
+    }
+    /// The device tree from the system bus down (`info qtree`).
+    fn qtree(&self) -> Result<QdevBus, String> {
+        Err("info qtree: this machine does not describe its devices".into())
+    }
+    /// The memory regions and address spaces (`info mtree`).
+    fn mtree(&self) -> Result<MemoryMap, String> {
+        Err("info mtree: this machine does not describe its memory regions".into())
     }
 }
 
@@ -218,6 +227,16 @@ impl MonitorCommands {
     /// The registers of vCPU `index` (`info registers`).
     pub fn cpu_registers(&self, index: u32) -> Result<VcpuRegisters, String> {
         self.vm.cpu_registers(index)
+    }
+
+    /// `info qtree`: the machine's device tree.
+    pub fn qtree(&self) -> Result<QdevBus, CommandError> {
+        self.vm.qtree().map_err(CommandError::generic)
+    }
+
+    /// `info mtree`: the machine's memory regions.
+    pub fn mtree(&self) -> Result<MemoryMap, CommandError> {
+        self.vm.mtree().map_err(CommandError::generic)
     }
 
     /// `query-status` / `info status`.

@@ -6,8 +6,10 @@
 pub mod block;
 mod commands;
 mod hmp;
+mod mtree;
 pub mod qmp;
 mod qom_order;
+mod qtree;
 mod registers;
 mod run_state;
 

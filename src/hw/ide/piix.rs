@@ -175,7 +175,110 @@ impl PiixIde {
     }
 }
 
+impl PiixIde {
+    /// The legacy command and control blocks under QEMU's region name (`ide`), and, while
+    /// firmware has BAR4 mapped, the bus-master block (QEMU's `piix-bmdma-container` with
+    /// each channel's `piix-bmdma` and `bmdma` halves, at BAR priority 1).
+    pub fn io_regions(&self) -> Vec<crate::hw::describe::PortRegion> {
+        use crate::hw::describe::PortRegion;
+        let mut regions = Vec::new();
+        for (command, control) in [
+            (PRIMARY_COMMAND_BASE, PRIMARY_CONTROL_PORT),
+            (SECONDARY_COMMAND_BASE, SECONDARY_CONTROL_PORT),
+        ] {
+            regions.push(PortRegion::new("ide", command, COMMAND_BLOCK_LEN));
+            regions.push(PortRegion::new("ide", control, 1));
+        }
+        if let Some(base) = self.bus_master_base() {
+            let mut container = PortRegion::new("piix-bmdma-container", base, 16).with_priority(1);
+            for channel in 0..2u16 {
+                container = container
+                    .with_child(PortRegion::new("piix-bmdma", channel * 8, 4))
+                    .with_child(PortRegion::new("bmdma", channel * 8 + 4, 4));
+            }
+            regions.push(container);
+        }
+        regions
+    }
+
+    /// The two IDE buses as QEMU's `info qtree` shows them (`ide.1` first), each with its
+    /// hard disks: the drive names come from `drives`, geometry and translation from the
+    /// attached disks, serial numbers as QEMU assigns them.
+    pub fn qdev_buses(&self, drives: &DriveSet) -> Vec<crate::hw::describe::QdevBus> {
+        use super::geometry::Translation;
+        use crate::hw::describe::{QdevBus, QdevDevice, QdevProp};
+        let mut buses = Vec::new();
+        for bus in [1u32, 0] {
+            let geometries = self.channels[bus as usize].disk_geometries();
+            let mut devices = Vec::new();
+            // QEMU lists a bus's newest device first: the slave, created after the master.
+            for unit in [1u32, 0] {
+                let (Some(drive), Some((geometry, translation))) =
+                    (drives.ide(bus, unit), geometries[unit as usize])
+                else {
+                    continue;
+                };
+                let translation = match translation {
+                    Translation::None => "none",
+                    Translation::Lba => "lba",
+                    Translation::Large => "large",
+                };
+                let size = |name, value| QdevProp::size(name, value);
+                let mut device = QdevDevice::new("ide-hd")
+                    .prop(QdevProp::string("drive", drive.id()))
+                    .prop(QdevProp::string("backend_defaults", "auto"))
+                    .prop(size("logical_block_size", 512))
+                    .prop(size("physical_block_size", 512))
+                    .prop(size("min_io_size", 0))
+                    .prop(size("opt_io_size", 0))
+                    .prop(size("discard_granularity", 512));
+                for prop in [
+                    QdevProp::string("write-cache", "auto"),
+                    QdevProp::bool("share-rw", false),
+                    QdevProp::string("account-invalid", "auto"),
+                    QdevProp::string("account-failed", "auto"),
+                    QdevProp::string("rerror", "auto"),
+                    QdevProp::string("werror", "auto"),
+                    QdevProp::string("ver", "2.5+"),
+                    QdevProp::uint("wwn", 0),
+                    QdevProp::string("serial", &default_serial(bus, unit)),
+                    QdevProp::string("model", ""),
+                    QdevProp::uint("cyls", u64::from(geometry.cylinders)),
+                    QdevProp::uint("heads", u64::from(geometry.heads)),
+                    QdevProp::uint("secs", u64::from(geometry.sectors)),
+                    QdevProp::uint("lcyls", 0),
+                    QdevProp::uint("lheads", 0),
+                    QdevProp::uint("lsecs", 0),
+                    QdevProp::string("bios-chs-trans", translation),
+                    QdevProp::uint("rotation_rate", 0),
+                    QdevProp::uint("unit", u64::from(unit)),
+                ] {
+                    device = device.prop(prop);
+                }
+                devices.push(device);
+            }
+            buses.push(QdevBus {
+                name: format!("ide.{bus}"),
+                bus_type: "IDE",
+                devices,
+            });
+        }
+        buses
+    }
+}
+
 impl PciFunction for PiixIde {
+    fn describe(&self) -> Option<crate::hw::describe::PciDescription> {
+        let mut description = crate::hw::describe::PciDescription::new(QEMU_TYPE);
+        description.bars = vec![crate::hw::describe::PciBarInfo {
+            index: 4,
+            io: true,
+            size: 16,
+        }];
+        description.bus_master = true;
+        Some(description)
+    }
+
     fn config_read(&self, offset: u8) -> u32 {
         self.config.lock().unwrap().read_dword(offset)
     }
@@ -237,3 +340,6 @@ impl PioDevice for BusMasterPorts {
         self.0[usize::from(offset >= 8)].write_bus_master(offset & 7, data);
     }
 }
+
+/// QEMU's type name of the IDE function.
+pub const QEMU_TYPE: &str = "piix3-ide";

@@ -57,6 +57,15 @@ impl PioDevice for Apm {
     }
 }
 
+/// The APM ports under QEMU's region name.
+pub fn io_regions() -> Vec<crate::hw::describe::PortRegion> {
+    vec![crate::hw::describe::PortRegion::new(
+        "apm-io",
+        APM_IO_BASE,
+        APM_IO_LEN,
+    )]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,6 +37,27 @@ impl PioDevice for DebugCon {
     }
 }
 
+/// An `isa-debugcon` at `iobase` writing to chardev `chardev`, as QEMU's `info qtree` shows
+/// it; `-debugcon` gives the device the id `debugcon`. Reads return `readback` (the port
+/// value this model answers, as QEMU's default).
+pub fn qdev(id: &str, iobase: u16, chardev: &str) -> crate::hw::describe::QdevDevice {
+    use crate::hw::describe::{QdevDevice, QdevProp};
+    QdevDevice::new("isa-debugcon")
+        .with_id(id)
+        .prop(QdevProp::uint("iobase", u64::from(iobase)))
+        .prop(QdevProp::string("chardev", chardev))
+        .prop(QdevProp::uint("readback", u64::from(READBACK)))
+}
+
+/// The debug console's port under QEMU's region name.
+pub fn io_regions(iobase: u16) -> Vec<crate::hw::describe::PortRegion> {
+    vec![crate::hw::describe::PortRegion::new(
+        "isa-debugcon",
+        iobase,
+        1,
+    )]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

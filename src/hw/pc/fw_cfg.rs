@@ -261,6 +261,24 @@ pub fn e820_file(entries: &[(u64, u64, u32)]) -> Vec<u8> {
     data
 }
 
+/// The fw_cfg device as QEMU's `info qtree` shows it (I/O ports with the DMA interface).
+pub fn qdev() -> crate::hw::describe::QdevDevice {
+    use crate::hw::describe::{QdevDevice, QdevProp};
+    QdevDevice::new("fw_cfg_io")
+        .prop(QdevProp::bool("dma_enabled", true))
+        .prop(QdevProp::uint("x-file-slots", 32))
+        .prop(QdevProp::bool("acpi-mr-restore", true))
+}
+
+/// The selector/data ports and the DMA address register under QEMU's region names.
+pub fn io_regions() -> Vec<crate::hw::describe::PortRegion> {
+    use crate::hw::describe::PortRegion;
+    vec![
+        PortRegion::new("fwcfg", FW_CFG_IO_BASE, 2),
+        PortRegion::new("fwcfg.dma", FW_CFG_IO_BASE + 4, 8),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

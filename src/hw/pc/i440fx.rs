@@ -61,6 +61,10 @@ impl I440fx {
 }
 
 impl PciFunction for I440fx {
+    fn describe(&self) -> Option<crate::hw::describe::PciDescription> {
+        Some(crate::hw::describe::PciDescription::new(QEMU_TYPE))
+    }
+
     fn config_read(&self, offset: u8) -> u32 {
         self.config.lock().unwrap().read_dword(offset)
     }
@@ -81,6 +85,23 @@ impl PciFunction for I440fx {
         config.reset();
         self.shadow.apply(&pam::decode(&self.initial_pam));
     }
+}
+
+/// QEMU's type names of the host bridge function and of the host (the PCI root).
+pub const QEMU_TYPE: &str = "i440FX";
+pub const QEMU_HOST_TYPE: &str = "i440FX-pcihost";
+
+/// The host's properties as QEMU's `pc` machine sets them: a 2 GiB 64-bit PCI hole and no
+/// IOMMU.
+pub fn host_qdev_props() -> Vec<crate::hw::describe::QdevProp> {
+    use crate::hw::describe::QdevProp;
+    vec![
+        QdevProp::size("pci-hole64-size", 2 << 30),
+        QdevProp::uint("short_root_bus", 0),
+        QdevProp::bool("x-pci-hole64-fix", true),
+        QdevProp::bool("x-config-reg-migration-enabled", true),
+        QdevProp::bool("bypass-iommu", false),
+    ]
 }
 
 #[cfg(test)]

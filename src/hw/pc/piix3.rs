@@ -95,6 +95,12 @@ impl Piix3 {
 }
 
 impl PciFunction for Piix3 {
+    /// PIIX3's power-on command register has bus mastering set, but there is no ISA DMA
+    /// here (and QEMU keeps that view off until the guest writes the register).
+    fn describe(&self) -> Option<crate::hw::describe::PciDescription> {
+        Some(crate::hw::describe::PciDescription::new(QEMU_TYPE))
+    }
+
     fn config_read(&self, offset: u8) -> u32 {
         self.config.lock().unwrap().read_dword(offset)
     }
@@ -107,6 +113,9 @@ impl PciFunction for Piix3 {
         self.config.lock().unwrap().reset();
     }
 }
+
+/// QEMU's type name of the ISA bridge function.
+pub const QEMU_TYPE: &str = "PIIX3";
 
 #[cfg(test)]
 mod tests {

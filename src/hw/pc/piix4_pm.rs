@@ -109,6 +109,16 @@ impl Piix4Pm {
 }
 
 impl PciFunction for Piix4Pm {
+    fn describe(&self) -> Option<crate::hw::describe::PciDescription> {
+        let mut description = crate::hw::describe::PciDescription::new(QEMU_TYPE);
+        description.props = qdev_props();
+        description.gpios = vec![
+            crate::hw::describe::Gpio::output("smi-irq", 1),
+            crate::hw::describe::Gpio::output("", 1),
+        ];
+        Some(description)
+    }
+
     fn config_read(&self, offset: u8) -> u32 {
         self.config.lock().unwrap().read_dword(offset)
     }
@@ -126,6 +136,29 @@ impl PciFunction for Piix4Pm {
         config.reset();
         self.update_mapping(&config);
     }
+}
+
+/// QEMU's type name of the power-management function.
+pub const QEMU_TYPE: &str = "PIIX4_PM";
+
+/// The function's own properties as `info qtree` shows them, for this machine: the board's
+/// SMBus base (no SMBus controller answers there; QEMU's value then follows firmware's
+/// programming of it), no S3 and no ACPI PCI or memory hotplug in the ACPI tables, S4 with
+/// QEMU's SLP_TYP, no SMM.
+pub fn qdev_props() -> Vec<crate::hw::describe::QdevProp> {
+    use crate::hw::describe::QdevProp;
+    vec![
+        QdevProp::uint("smb_io_base", 0xb100),
+        QdevProp::uint("disable_s3", 1),
+        QdevProp::uint("disable_s4", 0),
+        QdevProp::uint("s4_val", 2),
+        QdevProp::bool("acpi-pci-hotplug-with-bridge-support", false),
+        QdevProp::bool("acpi-root-pci-hotplug", false),
+        QdevProp::bool("memory-hotplug-support", false),
+        QdevProp::bool("smm-compat", false),
+        QdevProp::bool("smm-enabled", false),
+        QdevProp::bool("x-not-migrate-acpi-index", false),
+    ]
 }
 
 #[cfg(test)]

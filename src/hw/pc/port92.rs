@@ -45,6 +45,18 @@ impl PioDevice for Port92 {
     }
 }
 
+impl Port92 {
+    /// System control port A as QEMU's `info qtree` shows it, with its A20 output.
+    pub fn qdev(&self) -> crate::hw::describe::QdevDevice {
+        crate::hw::describe::QdevDevice::new("port92").gpio_out("a20", 1)
+    }
+}
+
+/// Port 0x92 under QEMU's region name.
+pub fn io_regions() -> Vec<crate::hw::describe::PortRegion> {
+    vec![crate::hw::describe::PortRegion::new("port92", PORT92, 1)]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

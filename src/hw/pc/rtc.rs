@@ -461,6 +461,32 @@ impl PioDevice for Rtc {
     }
 }
 
+impl Rtc {
+    /// The RTC as QEMU's `info qtree` shows it (`mc146818rtc`; the century is kept in CMOS,
+    /// so `base_year` is 0, and missed periodic ticks are dropped: `discard`).
+    pub fn qdev(&self) -> crate::hw::describe::QdevDevice {
+        use crate::hw::describe::{QdevDevice, QdevProp};
+        QdevDevice::new("mc146818rtc")
+            .gpio_out("", 1)
+            .prop(QdevProp::uint("base_year", 0))
+            .prop(QdevProp::uint("iobase", u64::from(RTC_IO_BASE)))
+            .prop(QdevProp::uint("irq", u64::from(RTC_IRQ)))
+            .prop(QdevProp::string("lost_tick_policy", "discard"))
+    }
+}
+
+/// The RTC's ports under QEMU's region names: the index port is its own region inside.
+pub fn io_regions() -> Vec<crate::hw::describe::PortRegion> {
+    use crate::hw::describe::PortRegion;
+    vec![
+        PortRegion::new("rtc", RTC_IO_BASE, RTC_IO_LEN).with_child(PortRegion::new(
+            "rtc-index",
+            0,
+            1,
+        )),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,6 +56,13 @@ impl PciBus {
         }
     }
 
+    /// The functions on bus 0 with their devfns, in devfn order.
+    pub fn functions(&self) -> impl DoubleEndedIterator<Item = (u8, &Arc<dyn PciFunction>)> {
+        self.functions
+            .iter()
+            .map(|(&devfn, function)| (devfn, function))
+    }
+
     fn function(&self, bus: u8, devfn: u8) -> Option<&Arc<dyn PciFunction>> {
         if bus != 0 {
             return None;
@@ -165,6 +172,22 @@ impl PioDevice for PciConfigPorts {
             _ => {}
         }
     }
+}
+
+/// The configuration window under QEMU's region names; the PIIX3 reset control byte at
+/// 0xCF9 overlaps the address register at a higher priority.
+pub fn io_regions() -> Vec<crate::hw::describe::PortRegion> {
+    use crate::hw::describe::PortRegion;
+    vec![
+        PortRegion::new("pci-conf-idx", PCI_CONFIG_ADDRESS, 4),
+        PortRegion::new(
+            "piix3-reset-control",
+            PCI_CONFIG_ADDRESS + RESET_CONTROL_OFFSET,
+            1,
+        )
+        .with_priority(1),
+        PortRegion::new("pci-conf-data", PCI_CONFIG_ADDRESS + DATA_OFFSET, 4),
+    ]
 }
 
 #[cfg(test)]

@@ -21,6 +21,11 @@ pub trait PciFunction: Send + Sync {
     fn config_write(&self, offset: u8, value: u32, mask: u32);
     /// Back to power-on state (system reset).
     fn reset(&self) {}
+    /// How the function names itself in `info qtree` / `info mtree`: QEMU's type name, its
+    /// own properties, BARs and GPIOs. A function without one is listed as undescribed.
+    fn describe(&self) -> Option<crate::hw::describe::PciDescription> {
+        None
+    }
 }
 
 /// Bus/device/function of a function on bus 0, as `device << 3 | function`.

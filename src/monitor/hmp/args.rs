@@ -37,6 +37,60 @@ pub(crate) fn registers(rest: &[u8]) -> Result<(bool, Option<i64>), String> {
     Ok((all, vcpu))
 }
 
+/// The flags of `info mtree [-f][-d][-o][-D]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct MtreeFlags {
+    pub(crate) flatview: bool,
+    pub(crate) dispatch_tree: bool,
+    pub(crate) owner: bool,
+    pub(crate) disabled: bool,
+}
+
+/// `info mtree`'s `flatview:-f,dispatch_tree:-d,owner:-o,disabled:-D`, by QEMU's rules:
+/// each flag is looked for in that order and only where the previous one stopped, so
+/// `-D -f` leaves `-f` as extraneous text; a letter that is none of the flags still to come
+/// is an unsupported option. Errors are QEMU's first error line.
+pub(crate) fn mtree_flags(rest: &[u8]) -> Result<MtreeFlags, String> {
+    const KEYS: [u8; 4] = [b'f', b'd', b'o', b'D'];
+    let mut p = Cursor { text: rest, pos: 0 };
+    let mut set = [false; 4];
+    for (i, &key) in KEYS.iter().enumerate() {
+        p.skip_spaces();
+        if p.peek() != Some(b'-') {
+            continue;
+        }
+        match p.text.get(p.pos + 1).copied() {
+            Some(c) if c == key => {
+                set[i] = true;
+                p.pos += 2;
+            }
+            // QEMU looks the letter up among the flags after this one (a line ending in
+            // `-` matches any of them); a later key will take it.
+            other => {
+                let later = &KEYS[i + 1..];
+                let valid = match other {
+                    Some(c) => later.contains(&c),
+                    None => !later.is_empty(),
+                };
+                if !valid {
+                    let shown = other.map_or(String::new(), |c| (c as char).to_string());
+                    return Err(format!("mtree: unsupported option -{shown}"));
+                }
+            }
+        }
+    }
+    p.skip_spaces();
+    if p.peek().is_some() {
+        return Err("mtree: extraneous characters at the end of line".to_string());
+    }
+    Ok(MtreeFlags {
+        flatview: set[0],
+        dispatch_tree: set[1],
+        owner: set[2],
+        disabled: set[3],
+    })
+}
+
 struct Cursor<'a> {
     text: &'a [u8],
     pos: usize,
@@ -161,6 +215,35 @@ impl Cursor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mtree_flags_as_qemu_7_2() {
+        assert_eq!(mtree_flags(b""), Ok(MtreeFlags::default()));
+        assert_eq!(
+            mtree_flags(b" -D"),
+            Ok(MtreeFlags {
+                disabled: true,
+                ..MtreeFlags::default()
+            })
+        );
+        assert_eq!(
+            mtree_flags(b"-f -d -o -D"),
+            Ok(MtreeFlags {
+                flatview: true,
+                dispatch_tree: true,
+                owner: true,
+                disabled: true,
+            })
+        );
+        let extraneous = Err("mtree: extraneous characters at the end of line".to_string());
+        assert_eq!(mtree_flags(b"-D -f"), extraneous);
+        assert_eq!(mtree_flags(b"-fd"), extraneous);
+        assert_eq!(mtree_flags(b"x"), extraneous);
+        assert_eq!(
+            mtree_flags(b"-x"),
+            Err("mtree: unsupported option -x".to_string())
+        );
+    }
 
     /// Texts and values QEMU 7.2 gave for these argument strings.
     #[test]

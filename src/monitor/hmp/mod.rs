@@ -125,6 +125,27 @@ pub(crate) fn run_line_for_text(
 }
 
 /// `info registers [-a] [vcpu]`.
+/// `info mtree`: the region tree, `-D` included; the flat view (`-f`, and `-d` with it)
+/// and owners (`-o`) are refused with a message naming them. `-d` alone is accepted and
+/// changes nothing, as on QEMU.
+fn info_mtree(commands: &MonitorCommands, argument: Option<&[u8]>) -> Vec<u8> {
+    let flags = args::mtree_flags(argument.unwrap_or_default()).unwrap_or_default();
+    let unsupported = if flags.flatview {
+        Some("-f (flat views)")
+    } else if flags.owner {
+        Some("-o (region owners)")
+    } else {
+        None
+    };
+    if let Some(what) = unsupported {
+        return format!("Error: info mtree {what} is not supported by vmscope\n").into_bytes();
+    }
+    match commands.mtree() {
+        Ok(map) => super::mtree::format_mtree(&map, flags.disabled).into_bytes(),
+        Err(e) => format!("Error: {}\n", e.desc).into_bytes(),
+    }
+}
+
 fn info_registers(
     commands: &MonitorCommands,
     argument: Option<&[u8]>,
@@ -207,6 +228,11 @@ fn execute(commands: &MonitorCommands, parsed: Parsed, current_cpu: u32) -> Vec<
                 .collect::<String>()
                 .into_bytes(),
             Action::InfoRegisters => info_registers(commands, argument.as_deref(), current_cpu),
+            Action::InfoQtree => match commands.qtree() {
+                Ok(root) => super::qtree::format_qtree(&root).into_bytes(),
+                Err(e) => format!("Error: {}\n", e.desc).into_bytes(),
+            },
+            Action::InfoMtree => info_mtree(commands, argument.as_deref()),
             Action::SystemReset => report(commands.system_reset()),
             Action::SystemPowerdown => report(commands.system_powerdown()),
             Action::Stop => report(commands.stop()),
@@ -298,5 +324,90 @@ impl ChardevFrontend for Hmp {
             ChardevEvent::Closed | ChardevEvent::Break => {}
         }
         self.flush(state);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::run_line_for_text;
+    use crate::hw::describe::{MemoryMap, QdevBus, RegionKind};
+    use crate::monitor::{MonitorCommands, RunState, SystemReset, VcpuInfo, VmControl};
+
+    /// A machine in `prelaunch`; with `described`, it has a one-device tree and one region.
+    struct Vm {
+        described: bool,
+    }
+
+    impl VmControl for Vm {
+        fn run_state(&self) -> RunState {
+            RunState::Prelaunch
+        }
+        fn stop(&self) {}
+        fn cont(&self) -> Result<(), String> {
+            Ok(())
+        }
+        fn quit(&self) {}
+        fn system_reset(&self) -> Result<SystemReset, String> {
+            Ok(SystemReset::Reset)
+        }
+        fn vcpus(&self) -> Vec<VcpuInfo> {
+            Vec::new()
+        }
+        fn qtree(&self) -> Result<QdevBus, String> {
+            if !self.described {
+                return Err("no tree".into());
+            }
+            Ok(QdevBus {
+                name: "main-system-bus".into(),
+                bus_type: "System",
+                devices: vec![crate::hw::describe::QdevDevice::new("fw_cfg_io")],
+            })
+        }
+        fn mtree(&self) -> Result<MemoryMap, String> {
+            if !self.described {
+                return Err("no map".into());
+            }
+            let mut map = MemoryMap::default();
+            let io = map.region("io", 0x10000, RegionKind::Io, 0);
+            map.add_address_space("I/O", io);
+            Ok(map)
+        }
+    }
+
+    fn run(described: bool, line: &str) -> String {
+        let commands = MonitorCommands::new(Arc::new(Vm { described }));
+        String::from_utf8(run_line_for_text(&commands, line.as_bytes(), 0)).unwrap()
+    }
+
+    #[test]
+    fn info_qtree_and_mtree_format_what_the_machine_describes() {
+        assert_eq!(
+            run(true, "info qtree"),
+            "bus: main-system-bus\n  type System\n  dev: fw_cfg_io, id \"\"\n"
+        );
+        let map = "address-space: I/O\n  0000000000000000-000000000000ffff (prio 0, i/o): io\n\n";
+        assert_eq!(run(true, "info mtree"), map);
+        // `-d` without `-f` changes nothing, as on QEMU.
+        assert_eq!(run(true, "info mtree -d -D"), map);
+        assert_eq!(run(false, "info qtree"), "Error: no tree\n");
+        assert_eq!(run(false, "info mtree"), "Error: no map\n");
+    }
+
+    #[test]
+    fn unsupported_mtree_views_are_refused_by_name() {
+        assert_eq!(
+            run(true, "info mtree -f"),
+            "Error: info mtree -f (flat views) is not supported by vmscope\n"
+        );
+        assert_eq!(
+            run(true, "info mtree -o"),
+            "Error: info mtree -o (region owners) is not supported by vmscope\n"
+        );
+        assert_eq!(
+            run(true, "info mtree -x"),
+            "mtree: unsupported option -x\nTry \"help info mtree\" for more information\n"
+        );
     }
 }

@@ -20,6 +20,8 @@ pub(crate) enum Action {
     InfoCpus,
     InfoChardev,
     InfoRegisters,
+    InfoQtree,
+    InfoMtree,
     SystemReset,
     SystemPowerdown,
     Stop,
@@ -38,6 +40,9 @@ pub(crate) enum Args {
     /// `info registers`'s `cpustate_all:-a,vcpu:i?`, checked here and interpreted by the
     /// command (see [`super::args::registers`]); the argument is the rest of the line.
     Registers,
+    /// `info mtree`'s `-f`/`-d`/`-o`/`-D` flags (see [`super::args::mtree_flags`]); the
+    /// argument is the rest of the line.
+    MtreeFlags,
 }
 
 pub(crate) struct HmpCommand {
@@ -230,11 +235,27 @@ pub(crate) static INFO_COMMANDS: &[HmpCommand] = &[
         sub_table: None,
     },
     HmpCommand {
+        name: "mtree",
+        params: "[-f][-d][-o][-D]",
+        help: "show memory tree (-f: dump flat view for address spaces;-d: dump dispatch tree, valid with -f only);-o: dump region owners/parents;-D: dump disabled regions",
+        args: Args::MtreeFlags,
+        action: Action::InfoMtree,
+        sub_table: None,
+    },
+    HmpCommand {
         name: "name",
         params: "",
         help: "show the current VM name",
         args: Args::None,
         action: Action::InfoName,
+        sub_table: None,
+    },
+    HmpCommand {
+        name: "qtree",
+        params: "",
+        help: "show device tree",
+        args: Args::None,
+        action: Action::InfoQtree,
         sub_table: None,
     },
     HmpCommand {
@@ -308,6 +329,15 @@ pub(crate) fn parse(line: &[u8]) -> Parsed {
     let rest = skip_spaces(line, pos);
     let argument = match command.args {
         Args::OptionalRest => (rest < line.len()).then(|| line[rest..].to_vec()),
+        Args::MtreeFlags => {
+            if let Err(first) = super::args::mtree_flags(&line[rest..]) {
+                let mut text = format!("{first}\nTry \"help ").into_bytes();
+                text.extend_from_slice(trim_end(&line[..pos]));
+                text.extend_from_slice(b"\" for more information\n");
+                return Parsed::Error(text);
+            }
+            Some(line[rest..].to_vec())
+        }
         Args::Registers => {
             if let Err(first) = super::args::registers(&line[rest..]) {
                 let mut text = format!("{first}\nTry \"help ").into_bytes();
@@ -663,7 +693,9 @@ mod tests {
                     "chardev".into(),
                     "cpus".into(),
                     "kvm".into(),
+                    "mtree".into(),
                     "name".into(),
+                    "qtree".into(),
                     "registers".into(),
                     "status".into(),
                     "version".into()
