@@ -22,15 +22,7 @@ use super::ide::{self, IdePlacement};
 use super::machine::{self, MachineChoice};
 use super::other_options;
 use super::Console;
-use crate::block::drive::DriveSlot;
 use crate::config::{Config, DebugconConfig, DriveConfig, KernelBoot, MonitorConfig, MonitorMode};
-
-/// Whether the PIIX3 IDE controller exists: until it does, IDE drives and devices are
-/// refused and QEMU's default CD-ROM drive is not made up.
-const IDE_CONTROLLER_BUILT: bool = true;
-/// Whether the ATAPI CD-ROM model exists: until it does, CD-ROM drives and `ide-cd` devices
-/// are refused and QEMU's default (empty) CD-ROM drive is not made up.
-const ATAPI_BUILT: bool = true;
 
 /// What the command line describes, before vmscope's refusals are applied.
 #[derive(Debug)]
@@ -327,38 +319,15 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
 
     // configure_blockdev's default CD-ROM, then the board connects the if=ide drives.
     let mut ide = IdePlacement::default();
-    if IDE_CONTROLLER_BUILT {
-        let ide_cd_given = cl
-            .devices
-            .entries
-            .iter()
-            .any(|o| o.get("driver") == Some("ide-cd"));
-        if cl.has_defaults && ATAPI_BUILT {
-            ide::add_default_cdrom(&mut drive_configs, ide_cd_given);
-        }
-        if !ATAPI_BUILT {
-            for (drive, location) in drive_configs.iter().zip(&drive_locations) {
-                if matches!(drive.spec.slot, DriveSlot::Ide { .. })
-                    && drive.spec.kind == crate::block::drive::DriveKind::Cdrom
-                {
-                    cl.unsupported.push(CliError::at(
-                        location,
-                        ErrorKind::Unsupported("IDE CD-ROM drives".into()),
-                    ));
-                }
-            }
-        }
-        ide.place_board_drives(&mut drive_configs, props.smp.cpus, !cl.has_defaults);
-    } else {
-        for (drive, location) in drive_configs.iter().zip(&drive_locations) {
-            if matches!(drive.spec.slot, DriveSlot::Ide { .. }) {
-                cl.unsupported.push(CliError::at(
-                    location,
-                    ErrorKind::Unsupported("IDE drives".into()),
-                ));
-            }
-        }
+    let ide_cd_given = cl
+        .devices
+        .entries
+        .iter()
+        .any(|o| o.get("driver") == Some("ide-cd"));
+    if cl.has_defaults {
+        ide::add_default_cdrom(&mut drive_configs, ide_cd_given);
     }
+    ide.place_board_drives(&mut drive_configs, props.smp.cpus, !cl.has_defaults);
 
     // qemu_create_cli_devices
     let mut anonymous_devices = 0;
@@ -367,14 +336,7 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
         if opts.id.is_none() {
             anonymous_devices += 1;
         }
-        if IDE_CONTROLLER_BUILT && !ATAPI_BUILT && opts.get("driver") == Some("ide-cd") {
-            cl.unsupported.push(CliError::at(
-                &opts.location,
-                ErrorKind::Unsupported("device 'ide-cd'".into()),
-            ));
-            continue;
-        }
-        if IDE_CONTROLLER_BUILT && matches!(opts.get("driver"), Some("ide-hd" | "ide-cd")) {
+        if matches!(opts.get("driver"), Some("ide-hd" | "ide-cd")) {
             ide.attach_device(opts, &mut drive_configs, anonymous_index)?;
             continue;
         }
