@@ -273,7 +273,7 @@ impl Pair {
                 converse_qmp(&e.qmp(), &refs, false)
             } else {
                 let mut s = connect_unix(&e.hmp()).short_timeout();
-                converse(&mut s, &refs, QUIET)
+                converse_lines(&mut s, &refs, QUIET)
             };
             mask(&out, dir)
         };

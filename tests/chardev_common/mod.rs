@@ -422,6 +422,36 @@ pub fn converse<S: Read + Write>(stream: &mut S, chunks: &[&[u8]], quiet: Durati
     out
 }
 
+/// [`converse`] for HMP command lines that each end with a prompt: after a chunk, waits
+/// for one `(qemu) ` per line it holds (a slow command, or a loaded machine, can be quiet
+/// for longer than `quiet` before answering), then for `quiet` without bytes.
+pub fn converse_lines<S: Read + Write>(
+    stream: &mut S,
+    chunks: &[&[u8]],
+    quiet: Duration,
+) -> Vec<u8> {
+    const PROMPT: &[u8] = b"(qemu) ";
+    let mut out = read_until(stream, quiet, Duration::from_secs(10), |b| {
+        b.ends_with(PROMPT)
+    });
+    for chunk in chunks {
+        out.extend_from_slice(
+            format!("<<{}>>", String::from_utf8_lossy(chunk).escape_debug()).as_bytes(),
+        );
+        stream.write_all(chunk).unwrap();
+        let prompts = chunk.iter().filter(|&&b| b == b'\n').count();
+        let answer = read_until(
+            stream,
+            Duration::from_secs(10),
+            Duration::from_secs(10),
+            |b| b.windows(PROMPT.len()).filter(|w| *w == PROMPT).count() >= prompts,
+        );
+        out.extend(answer);
+        out.extend(read_quiet(stream, quiet, Duration::from_secs(10)));
+    }
+    out
+}
+
 /// Replaces QEMU's and vmscope's version in the HMP banner by `X.Y.Z`.
 pub fn mask_version(bytes: &[u8]) -> Vec<u8> {
     let text = String::from_utf8_lossy(bytes).into_owned();
