@@ -5,10 +5,13 @@
 //!
 //! Everything the guest wrote is checked: the table and every buffer are accessed through
 //! vm-memory's checked accessors, a table is never followed past one 4 KiB page of entries
-//! (QEMU's fail-safe for tables without an end mark), and faults become errors the channel
-//! reports to the guest.
+//! (QEMU's fail-safe for tables without an end mark), and a table outside RAM is an error
+//! the channel reports to the guest. Buffers outside RAM behave as on QEMU 7.2: writes to
+//! them are dropped and reads give zeros, and the transfer completes.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+};
 
 /// Command register: start/stop bus master; direction (set: the device writes memory).
 pub const BM_CMD_START: u8 = 0x01;
@@ -109,8 +112,6 @@ impl BusMaster {
 pub enum DmaFault {
     #[error("PRD table entry at {0:#x} is outside guest memory")]
     TableOutsideMemory(u64),
-    #[error("DMA buffer {addr:#x}+{len:#x} is outside guest memory")]
-    BufferOutsideMemory { addr: u64, len: u64 },
 }
 
 /// The buffers a PRD table describes for one transfer.
@@ -192,34 +193,56 @@ impl<'a> ScatterCursor<'a> {
         None
     }
 
-    /// Writes `data` to guest memory (a device-to-memory transfer).
-    pub fn write_to_guest(&mut self, mut data: &[u8]) -> Result<(), DmaFault> {
+    /// Writes `data` to guest memory (a device-to-memory transfer). Bytes aimed at
+    /// addresses without RAM are dropped, as QEMU 7.2 drops them: the transfer completes.
+    pub fn write_to_guest(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             let Some((addr, len)) = self.next_piece(data.len() as u64) else {
-                return Ok(());
+                return;
             };
             let (now, rest) = data.split_at(len as usize);
-            self.memory
-                .write_slice(now, GuestAddress(addr))
-                .map_err(|_| DmaFault::BufferOutsideMemory { addr, len })?;
+            for_each_ram_run(self.memory, addr, now.len(), |guest, at, range| {
+                // Cannot fail: the run lies inside one RAM region.
+                let _ = guest.write_slice(&now[range], at);
+            });
             data = rest;
         }
-        Ok(())
     }
 
-    /// Fills `out` from guest memory (a memory-to-device transfer).
-    pub fn read_from_guest(&mut self, mut out: &mut [u8]) -> Result<(), DmaFault> {
+    /// Fills `out` from guest memory (a memory-to-device transfer). Addresses without RAM
+    /// read as zeros, as QEMU 7.2's unassigned memory does.
+    pub fn read_from_guest(&mut self, mut out: &mut [u8]) {
         while !out.is_empty() {
             let Some((addr, len)) = self.next_piece(out.len() as u64) else {
-                return Ok(());
+                return;
             };
             let (now, rest) = std::mem::take(&mut out).split_at_mut(len as usize);
-            self.memory
-                .read_slice(now, GuestAddress(addr))
-                .map_err(|_| DmaFault::BufferOutsideMemory { addr, len })?;
+            now.fill(0);
+            for_each_ram_run(self.memory, addr, now.len(), |guest, at, range| {
+                // Cannot fail: the run lies inside one RAM region.
+                let _ = guest.read_slice(&mut now[range], at);
+            });
             out = rest;
         }
-        Ok(())
+    }
+}
+
+/// Calls `visit(memory, guest address, byte range within the buffer)` for each part of
+/// `addr..addr+len` that guest RAM backs, skipping the holes.
+fn for_each_ram_run(
+    memory: &GuestMemoryMmap,
+    addr: u64,
+    len: usize,
+    mut visit: impl FnMut(&GuestMemoryMmap, GuestAddress, std::ops::Range<usize>),
+) {
+    let end = addr + len as u64;
+    for region in memory.iter() {
+        let start = region.start_addr().raw_value().max(addr);
+        let stop = (region.start_addr().raw_value() + region.len()).min(end);
+        if start < stop {
+            let range = (start - addr) as usize..(stop - addr) as usize;
+            visit(memory, GuestAddress(start), range);
+        }
     }
 }
 
@@ -283,19 +306,32 @@ mod tests {
     }
 
     #[test]
-    fn faults_are_reported() {
+    fn a_table_outside_memory_is_a_fault() {
         let mem = memory();
         assert_eq!(
             scatter_list(&mem, 0xffff_fff8, 512),
             Err(DmaFault::TableOutsideMemory(0xffff_fff8))
         );
-        put_prd(&mem, 0x1000, 0xfff0_0000, 0x8000_0200);
-        let list = scatter_list(&mem, 0x1000, 512).unwrap();
+    }
+
+    #[test]
+    fn buffers_outside_ram_drop_writes_and_read_zeros() {
+        let mem = memory();
+        mem.write_slice(&[0xaa; 8], GuestAddress(0xf_fff8)).unwrap();
+        // 16 bytes straddling the end of RAM (1 MiB), then a buffer wholly outside it.
+        put_prd(&mem, 0x1000, 0xf_fff8, 16);
+        put_prd(&mem, 0x1008, 0xfff0_0000, 0x8000_0010);
+        let list = scatter_list(&mem, 0x1000, 32).unwrap();
         let mut cursor = ScatterCursor::new(&mem, &list);
-        assert!(matches!(
-            cursor.write_to_guest(&[0u8; 512]),
-            Err(DmaFault::BufferOutsideMemory { .. })
-        ));
+        cursor.write_to_guest(&[7u8; 32]);
+        let mut tail = [0u8; 8];
+        mem.read_slice(&mut tail, GuestAddress(0xf_fff8)).unwrap();
+        assert_eq!(tail, [7; 8], "the part inside RAM is written");
+        let mut cursor = ScatterCursor::new(&mem, &list);
+        let mut back = [0xffu8; 32];
+        cursor.read_from_guest(&mut back);
+        assert_eq!(back[..8], [7; 8]);
+        assert_eq!(back[8..], [0; 24], "no RAM reads as zeros");
     }
 
     #[test]
@@ -305,7 +341,7 @@ mod tests {
         put_prd(&mem, 0x1008, 0x20000, 0x8000_0004);
         let list = scatter_list(&mem, 0x1000, 6).unwrap();
         let mut cursor = ScatterCursor::new(&mem, &list);
-        cursor.write_to_guest(&[1, 2, 3, 4, 5, 6]).unwrap();
+        cursor.write_to_guest(&[1, 2, 3, 4, 5, 6]);
         let mut a = [0u8; 2];
         let mut b = [0u8; 4];
         mem.read_slice(&mut a, GuestAddress(0x10000)).unwrap();
@@ -313,7 +349,7 @@ mod tests {
         assert_eq!((a, b), ([1, 2], [3, 4, 5, 6]));
         let mut cursor = ScatterCursor::new(&mem, &list);
         let mut back = [0u8; 6];
-        cursor.read_from_guest(&mut back).unwrap();
+        cursor.read_from_guest(&mut back);
         assert_eq!(back, [1, 2, 3, 4, 5, 6]);
     }
 }

@@ -141,6 +141,10 @@ impl Attachment {
     fn is_cdrom(&self) -> bool {
         matches!(self, Attachment::Cdrom(_))
     }
+
+    fn is_disk(&self) -> bool {
+        matches!(self, Attachment::Disk(_))
+    }
 }
 
 /// The shadow registers of one device (both devices latch every write).
@@ -238,6 +242,29 @@ impl Unit {
         };
         unit.reset();
         unit
+    }
+
+    /// The unit's IDENTIFY words, built on first use and then kept (QEMU's `identify_set`).
+    ///
+    /// SET FEATURES builds them too: under QEMU the firmware has always issued IDENTIFY
+    /// before an operating system runs, so its transfer-mode and cache edits are always
+    /// visible to the guest; a direct boot here has no firmware pass to do that.
+    /// `None` when no device is attached.
+    fn identify_words(&mut self) -> Option<&mut [u16; 256]> {
+        if self.identify.is_none() {
+            self.identify = match &self.attachment {
+                Attachment::Disk(disk) => Some(identify::identify_disk(&DiskIdentity {
+                    serial: self.serial.clone(),
+                    geometry: disk.geometry,
+                    total_sectors: disk.total_sectors,
+                    write_cache: disk.write_cache,
+                    mult_sectors: self.mult_sectors,
+                })),
+                Attachment::Cdrom(cd) => Some(cd.identify(&self.serial)),
+                Attachment::Empty => None,
+            };
+        }
+        self.identify.as_mut()
     }
 
     fn disk(&self) -> Option<&Disk> {

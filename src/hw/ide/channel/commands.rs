@@ -244,37 +244,23 @@ impl State {
                 false
             }
             IDENTIFY => {
-                let Some(disk) = unit.disk() else {
+                if !unit.attachment.is_disk() {
                     if unit.attachment.is_cdrom() {
                         unit.set_signature();
                     }
                     unit.abort();
                     return true;
-                };
-                let words = match unit.identify {
-                    Some(words) => words,
-                    None => identify::identify_disk(&DiskIdentity {
-                        serial: unit.serial.clone(),
-                        geometry: disk.geometry,
-                        total_sectors: disk.total_sectors,
-                        write_cache: disk.write_cache,
-                        mult_sectors: unit.mult_sectors,
-                    }),
-                };
-                unit.identify = Some(words);
+                }
+                let words = *unit.identify_words().expect("a disk has IDENTIFY data");
                 self.send_identify(u, &words);
                 false
             }
             IDENTIFY_PACKET => {
-                let words = match (&unit.attachment, unit.identify) {
-                    (_, Some(words)) => words,
-                    (Attachment::Cdrom(cd), None) => cd.identify(&unit.serial),
-                    _ => {
-                        unit.abort();
-                        return true;
-                    }
-                };
-                unit.identify = Some(words);
+                if !unit.attachment.is_cdrom() {
+                    unit.abort();
+                    return true;
+                }
+                let words = *unit.identify_words().expect("a CD-ROM has IDENTIFY data");
                 self.send_identify(u, &words);
                 false
             }
@@ -337,7 +323,7 @@ impl State {
                     disk.write_cache = enable;
                 }
                 // QEMU edits word 85 of whatever IDENTIFY data the device has, CD-ROMs too.
-                if let Some(words) = &mut unit.identify {
+                if let Some(words) = unit.identify_words() {
                     words[85] = identify::enabled_features_word(enable);
                 }
                 if enable {
@@ -365,7 +351,7 @@ impl State {
                         return true;
                     }
                 };
-                if let Some(words) = &mut unit.identify {
+                if let Some(words) = unit.identify_words() {
                     words[62] = w62;
                     words[63] = w63;
                     words[88] = w88;

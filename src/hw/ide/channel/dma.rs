@@ -103,16 +103,16 @@ impl State {
         let offset = sector.max(0) as u64 * SECTOR_SIZE;
         let memory = self.memory.clone();
         let mut cursor = ScatterCursor::new(&memory, &list);
-        let mut fault = None;
         let started = Instant::now();
         let result = match job {
-            DmaJob::Read => dma_read(&drive, offset, bytes, &mut cursor, &mut fault)
-                .map_err(|_| DmaIoError::Block),
-            DmaJob::Write => dma_write(&drive, offset, bytes, write_cache, &mut cursor, &mut fault)
+            DmaJob::Read => {
+                dma_read(&drive, offset, bytes, &mut cursor).map_err(|_| DmaIoError::Block)
+            }
+            DmaJob::Write => dma_write(&drive, offset, bytes, write_cache, &mut cursor)
                 .map_err(|_| DmaIoError::Block),
             _ => {
                 let total = unit.disk().map_or(0, |d| d.total_sectors);
-                dma_trim(&drive, bytes, total, &mut cursor, &mut fault).map_err(|e| match e {
+                dma_trim(&drive, bytes, total, &mut cursor).map_err(|e| match e {
                     TrimError::OutOfRange => {
                         drive.stats().record_invalid(IoKind::Unmap);
                         DmaIoError::TrimOutOfRange
@@ -129,9 +129,6 @@ impl State {
             drive
                 .stats()
                 .record(kind, offset, bytes, started.elapsed(), result.is_ok());
-        }
-        if let Some(fault) = fault {
-            return self.dma_fault(u, fault);
         }
         if result.is_err() {
             return self.dma_error(u);
@@ -158,7 +155,6 @@ fn dma_read(
     offset: u64,
     bytes: u64,
     cursor: &mut ScatterCursor<'_>,
-    fault: &mut Option<DmaFault>,
 ) -> Result<(), BlockError> {
     let node = drive
         .node()
@@ -168,10 +164,7 @@ fn dma_read(
     while done < bytes {
         let len = (bytes - done).min(DMA_CHUNK) as usize;
         node.read_at(offset + done, &mut buffer[..len])?;
-        if let Err(f) = cursor.write_to_guest(&buffer[..len]) {
-            *fault = Some(f);
-            return Ok(());
-        }
+        cursor.write_to_guest(&buffer[..len]);
         done += len as u64;
     }
     Ok(())
@@ -183,16 +176,12 @@ fn dma_write(
     bytes: u64,
     write_cache: bool,
     cursor: &mut ScatterCursor<'_>,
-    fault: &mut Option<DmaFault>,
 ) -> Result<(), BlockError> {
     let mut buffer = vec![0u8; bytes.min(DMA_CHUNK) as usize];
     let mut done = 0;
     while done < bytes {
         let len = (bytes - done).min(DMA_CHUNK) as usize;
-        if let Err(f) = cursor.read_from_guest(&mut buffer[..len]) {
-            *fault = Some(f);
-            return Ok(());
-        }
+        cursor.read_from_guest(&mut buffer[..len]);
         write_through(drive, offset + done, &buffer[..len], write_cache)?;
         done += len as u64;
     }
@@ -207,13 +196,9 @@ fn dma_trim(
     bytes: u64,
     total_sectors: u64,
     cursor: &mut ScatterCursor<'_>,
-    fault: &mut Option<DmaFault>,
 ) -> Result<(), TrimError> {
     let mut ranges = vec![0u8; bytes as usize];
-    if let Err(f) = cursor.read_from_guest(&mut ranges) {
-        *fault = Some(f);
-        return Ok(());
-    }
+    cursor.read_from_guest(&mut ranges);
     for entry in ranges.chunks_exact(8) {
         let entry = u64::from_le_bytes(entry.try_into().expect("8 bytes"));
         let sector = entry & 0xffff_ffff_ffff;

@@ -185,14 +185,9 @@ impl State {
         while done < total {
             let len = (total - done).min(PACKET_DMA_CHUNK);
             match self.packet_data(u, done, len, true) {
-                Ok(chunk) => {
-                    if let Err(fault) = cursor.write_to_guest(&chunk) {
-                        failure = Some(Err(fault));
-                        break;
-                    }
-                }
+                Ok(chunk) => cursor.write_to_guest(&chunk),
                 Err(sense) => {
-                    failure = Some(Ok(sense));
+                    failure = Some(sense);
                     break;
                 }
             }
@@ -202,13 +197,9 @@ impl State {
             cd.account_read(offset, total, started, failure.is_none());
         }
         match failure {
-            Some(Ok(sense)) => {
+            Some(sense) => {
                 self.packet_error(u, sense);
                 self.dma_inactive(false);
-            }
-            Some(Err(fault)) => {
-                self.units[u].packet = None;
-                self.dma_fault(u, fault);
             }
             None => {
                 let unit = &mut self.units[u];
