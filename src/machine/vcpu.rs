@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use kvm_bindings::{
-    kvm_lapic_state, kvm_mp_state, KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED,
+    kvm_lapic_state, kvm_mp_state, kvm_run, KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED,
 };
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
@@ -47,6 +47,8 @@ impl Vcpu {
 /// The body of a vCPU thread.
 pub fn run(mut vcpu: Vcpu, shared: Arc<Shared>) {
     shared.gate.register_current_vcpu(vcpu.fd.get_kvm_run());
+    // Read after a port exit for the access width, which the exit's data slice does not carry.
+    let run_area: *const kvm_run = vcpu.fd.get_kvm_run();
     let mut applied_reset = 0u64;
     loop {
         match shared.gate.pass(&mut applied_reset) {
@@ -61,8 +63,22 @@ pub fn run(mut vcpu: Vcpu, shared: Arc<Shared>) {
         }
         let exit = vcpu.fd.run();
         match exit {
-            Ok(VcpuExit::IoIn(port, data)) => shared.pio.read(port, data),
-            Ok(VcpuExit::IoOut(port, data)) => shared.pio.write(port, data),
+            Ok(VcpuExit::IoIn(port, data)) => {
+                // SAFETY: `run_area` is this vCPU's kvm_run mapping, alive as long as the fd;
+                // KVM filled its `io` member for this exit, and `data` borrows only the bytes
+                // at `io.data_offset`, not the header read here.
+                let width = unsafe { (*run_area).__bindgen_anon_1.io.size };
+                for access in port_accesses_mut(data, width) {
+                    shared.pio.read(port, access);
+                }
+            }
+            Ok(VcpuExit::IoOut(port, data)) => {
+                // SAFETY: as for IoIn.
+                let width = unsafe { (*run_area).__bindgen_anon_1.io.size };
+                for access in port_accesses(data, width) {
+                    shared.pio.write(port, access);
+                }
+            }
             // Unassigned addresses read as zeroes and drop writes, as on QEMU.
             Ok(VcpuExit::MmioRead(addr, data)) => shared.mmio.read(addr, data),
             Ok(VcpuExit::MmioWrite(addr, data)) => shared.mmio.write(addr, data),
@@ -121,4 +137,34 @@ fn describe_internal_error(fd: &VcpuFd, suberror: u32) -> String {
         ));
     }
     text
+}
+
+/// The accesses of one port exit: string I/O (`rep insw`) comes as `count` accesses of
+/// `width` bytes in one buffer, and each device sees them one at a time, as on hardware.
+fn port_accesses(data: &[u8], width: u8) -> std::slice::Chunks<'_, u8> {
+    data.chunks(usize::from(width.max(1)))
+}
+
+/// [`port_accesses`] for reads.
+fn port_accesses_mut(data: &mut [u8], width: u8) -> std::slice::ChunksMut<'_, u8> {
+    data.chunks_mut(usize::from(width.max(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_io_is_split_into_accesses_of_the_exit_width() {
+        let data = [1u8, 2, 3, 4, 5, 6, 7, 8];
+        let words: Vec<&[u8]> = port_accesses(&data, 2).collect();
+        assert_eq!(words, [&[1, 2][..], &[3, 4], &[5, 6], &[7, 8]]);
+        assert_eq!(port_accesses(&data, 4).count(), 2);
+        assert_eq!(port_accesses(&data[..1], 1).count(), 1);
+        let mut buffer = [0u8; 8];
+        for (i, access) in port_accesses_mut(&mut buffer, 4).enumerate() {
+            access.fill(i as u8 + 1);
+        }
+        assert_eq!(buffer, [1, 1, 1, 1, 2, 2, 2, 2]);
+    }
 }
