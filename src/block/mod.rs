@@ -13,6 +13,7 @@ pub mod node;
 pub mod open;
 pub mod options;
 pub mod qcow2;
+pub mod qemu_drivers;
 pub mod raw;
 pub mod zero_scan;
 

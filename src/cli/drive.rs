@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 
 use crate::block::drive::{DriveKind, DriveSlot, DriveSpec};
+use crate::block::qemu_drivers::QEMU_FORMATS;
 
 use super::error::{CliError, ErrorKind, Location};
 use super::qemu_opts::{parse_bool, validate_value, OptType, Opts, OptsList, OptsStore};
@@ -104,53 +105,6 @@ const RAW_KEYS: &[(&str, OptType)] = &[("offset", Size), ("size", Size)];
 /// The Freezing Time fork's keys (see `spec/freezing-time.md`): free-form strings in the
 /// fork, which only acts on the literal `on`.
 const FREEZING_TIME_KEYS: &[(&str, OptType)] = &[("hack", Str), ("itime", Str)];
-
-/// Image formats QEMU 7.2 knows (`-drive format=help`).
-const QEMU_FORMATS: &[&str] = &[
-    "blkdebug",
-    "blklogwrites",
-    "blkreplay",
-    "blkverify",
-    "bochs",
-    "cloop",
-    "compress",
-    "copy-before-write",
-    "copy-on-read",
-    "dmg",
-    "file",
-    "ftp",
-    "ftps",
-    "gluster",
-    "host_cdrom",
-    "host_device",
-    "http",
-    "https",
-    "iscsi",
-    "iser",
-    "luks",
-    "nbd",
-    "nfs",
-    "null-aio",
-    "null-co",
-    "nvme",
-    "parallels",
-    "preallocate",
-    "qcow",
-    "qcow2",
-    "qed",
-    "quorum",
-    "raw",
-    "rbd",
-    "replication",
-    "snapshot-access",
-    "ssh",
-    "throttle",
-    "vdi",
-    "vhdx",
-    "vmdk",
-    "vpc",
-    "vvfat",
-];
 
 /// Drivers of QEMU 7.2 that need no `file` child.
 const PROTOCOL_DRIVERS: &[&str] = &[

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::block::error::{describe_io, BlockError};
 use crate::block::node::{BlockNode, ImageFormat, Layer};
 use crate::block::options::{OpenOptions, Qcow2CacheOptions};
+use crate::block::qemu_drivers::QEMU_FORMATS;
 use crate::monitor::commands::{CommandError, MonitorCommands};
 
 /// `NewImageMode`.
@@ -31,51 +32,6 @@ pub struct SnapshotRequest {
     pub format: Option<String>,
     pub mode: NewImageMode,
 }
-
-/// Formats QEMU 7.2 knows (its "Unknown file format" error is for anything else).
-const QEMU_FORMATS: &[&str] = &[
-    "blkdebug",
-    "blklogwrites",
-    "blkverify",
-    "bochs",
-    "cloop",
-    "compress",
-    "copy-before-write",
-    "copy-on-read",
-    "dmg",
-    "file",
-    "ftp",
-    "ftps",
-    "gluster",
-    "host_cdrom",
-    "host_device",
-    "http",
-    "https",
-    "iscsi",
-    "luks",
-    "nbd",
-    "nfs",
-    "null-aio",
-    "null-co",
-    "nvme",
-    "parallels",
-    "preallocate",
-    "qcow",
-    "qcow2",
-    "qed",
-    "quorum",
-    "raw",
-    "rbd",
-    "replication",
-    "snapshot-access",
-    "ssh",
-    "throttle",
-    "vdi",
-    "vhdx",
-    "vmdk",
-    "vpc",
-    "vvfat",
-];
 
 /// A snapshot ready to be put on top.
 struct Prepared {
