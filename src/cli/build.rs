@@ -154,7 +154,6 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
     let mut drive_table = DriveTable::default();
     let mut drives = Vec::new();
     let mut drive_configs = Vec::new();
-    let mut drive_locations = Vec::new();
     for opts in &cl.drives.entries {
         match drive_table.check(opts, console)? {
             DriveCheck::Valid(d) => {
@@ -164,7 +163,6 @@ pub fn build(mut cl: CommandLine, console: &mut Console) -> Result<Built, CliErr
                             spec,
                             origin: opts.location.text(),
                         });
-                        drive_locations.push(opts.location.clone());
                     }
                     Err(what) => {
                         let location = opts.location.clone();
