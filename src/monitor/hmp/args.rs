@@ -6,7 +6,11 @@ use super::readline::is_space;
 /// `info registers [-a] [vcpu]`: (all vCPUs, the vCPU asked for). Errors are QEMU's first
 /// error line (the caller adds the `Try "help ..."` line).
 pub(crate) fn registers(rest: &[u8]) -> Result<(bool, Option<i64>), String> {
-    let mut p = Cursor { text: rest, pos: 0 };
+    let mut p = Cursor {
+        text: rest,
+        pos: 0,
+        depth: 0,
+    };
     p.skip_spaces();
     let mut all = false;
     if p.peek() == Some(b'-') {
@@ -52,7 +56,11 @@ pub(crate) struct MtreeFlags {
 /// is an unsupported option. Errors are QEMU's first error line.
 pub(crate) fn mtree_flags(rest: &[u8]) -> Result<MtreeFlags, String> {
     const KEYS: [u8; 4] = [b'f', b'd', b'o', b'D'];
-    let mut p = Cursor { text: rest, pos: 0 };
+    let mut p = Cursor {
+        text: rest,
+        pos: 0,
+        depth: 0,
+    };
     let mut set = [false; 4];
     for (i, &key) in KEYS.iter().enumerate() {
         p.skip_spaces();
@@ -91,9 +99,16 @@ pub(crate) fn mtree_flags(rest: &[u8]) -> Result<MtreeFlags, String> {
     })
 }
 
+/// Nesting allowed in an expression: as much as a terminal line (4095 bytes) can hold, so
+/// HMP sockets behave as QEMU's; only longer lines, through QMP's `human-monitor-command`,
+/// meet the limit (QEMU 7.2 overflows its stack there).
+const MAX_EXPRESSION_DEPTH: usize = 4096;
+
 struct Cursor<'a> {
     text: &'a [u8],
     pos: usize,
+    /// Unary operators and parentheses open around the current position.
+    depth: usize,
 }
 
 impl Cursor<'_> {
@@ -157,6 +172,16 @@ impl Cursor<'_> {
     }
 
     fn unary(&mut self) -> Result<i64, String> {
+        if self.depth >= MAX_EXPRESSION_DEPTH {
+            return Err("expression nested too deeply".to_string());
+        }
+        self.depth += 1;
+        let value = self.unary_operand();
+        self.depth -= 1;
+        value
+    }
+
+    fn unary_operand(&mut self) -> Result<i64, String> {
         let value = match self.peek() {
             Some(b'+') => {
                 self.next_token();
@@ -215,6 +240,25 @@ impl Cursor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expressions_nest_up_to_a_bound() {
+        // A big stack: the point is the bound, not the test thread's 2 MiB.
+        let deep = |levels: usize| {
+            let text = format!("{}1{}", "(".repeat(levels), ")".repeat(levels));
+            std::thread::Builder::new()
+                .stack_size(256 << 20)
+                .spawn(move || registers(text.as_bytes()))
+                .unwrap()
+                .join()
+                .unwrap()
+        };
+        assert_eq!(deep(2000), Ok((false, Some(1))));
+        assert_eq!(
+            deep(300_000),
+            Err("expression nested too deeply".to_string())
+        );
+    }
 
     #[test]
     fn mtree_flags_as_qemu_7_2() {
