@@ -13,9 +13,10 @@
 
 mod common;
 
+use common::temp_dir::TempDir;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,23 +25,6 @@ use vmscope::machine::acpi::{AcpiFacts, AcpiTables, RSDP_FILE, TABLES_FILE};
 use vmscope::machine::layout::RamSplit;
 
 const RAM: u64 = 128 << 20;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("vmscope-acpi-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn iasl_available() -> bool {
     Command::new("iasl").arg("-v").output().is_ok()
@@ -224,7 +208,7 @@ fn fixed_tables_and_dsdt_devices_match_qemus() {
         eprintln!("SKIPPED: iasl (acpica-tools) is not installed");
         return;
     }
-    let dir = TempDir::new("diff");
+    let dir = TempDir::new("acpi-diff");
     // Possible but absent vCPUs (maxcpus) are listed disabled.
     for (smp, cpus, max_cpus) in [("1", 1, 1), ("4", 4, 4), ("2,maxcpus=4", 2, 4)] {
         let qemu = tables_in(&qemu_ram(&dir.0, smp));
@@ -337,7 +321,7 @@ fn seabios_installs_the_tables_from_the_loader_like_on_qemu() {
     if !common::kvm::require(name) {
         return;
     }
-    let dir = TempDir::new("seabios");
+    let dir = TempDir::new("acpi-seabios");
     let qemu = seabios_log(common::qemu::binary(), &["-accel", "tcg"], &dir.0, "qemu");
     let ours = seabios_log(
         Path::new(env!("CARGO_BIN_EXE_vmscope")),

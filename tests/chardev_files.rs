@@ -1,6 +1,7 @@
 //! file, pipe, null backends and logfiles.
 
 mod chardev_common;
+mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

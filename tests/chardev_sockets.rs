@@ -2,6 +2,7 @@
 //! clients), clients with reconnect, telnet, flow control, and robustness.
 
 mod chardev_common;
+mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;

@@ -7,6 +7,7 @@
 //! tests; with `VMSCOPE_STDIO_CHILD=<scenario>` it is the vmscope side of a scenario.
 
 mod chardev_common;
+mod common;
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

@@ -8,6 +8,7 @@
 //! Each test skips with a message when QEMU 7.2 or qemu-img/qemu-io are not installed.
 
 mod chardev_common;
+mod common;
 mod monitor_qmp_common;
 
 use std::io::Write;

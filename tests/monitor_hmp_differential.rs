@@ -5,6 +5,7 @@
 //! Each test skips with a message when QEMU 7.2 is not installed.
 
 mod chardev_common;
+mod common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};

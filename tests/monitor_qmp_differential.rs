@@ -6,6 +6,7 @@
 //! Each test skips with a message when QEMU 7.2 is not installed.
 
 mod chardev_common;
+mod common;
 mod monitor_qmp_common;
 
 use chardev_common::*;

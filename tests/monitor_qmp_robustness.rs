@@ -4,6 +4,7 @@
 //! client.
 
 mod chardev_common;
+mod common;
 
 use std::io::{Read, Write};
 use std::time::Duration;

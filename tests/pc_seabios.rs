@@ -8,7 +8,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use common::temp_dir::TempDir;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -36,23 +37,6 @@ impl FirmwareRun {
             self.serial.replace('\x1b', "<ESC>"),
             self.stderr
         )
-    }
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("vmscope-pc-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -255,7 +239,7 @@ fn compare_with_qemu(test: &str, extra: &[&str]) {
     if !common::kvm::require(test) {
         return;
     }
-    let dir = TempDir::new(test);
+    let dir = TempDir::new(&format!("pc-{test}"));
     let accel = common::qemu::accel();
     let qemu_binary = common::qemu::binary().clone();
     let qemu_dir = dir.0.clone();
@@ -341,7 +325,7 @@ fn seabios_reboot_with_no_reboot_ends_the_process_like_qemu() {
     if !common::kvm::require(test) {
         return;
     }
-    let dir = TempDir::new(test);
+    let dir = TempDir::new(&format!("pc-{test}"));
     let extra = ["-m", "128", "-boot", "reboot-timeout=0", "-no-reboot"];
     let never = |_: &str| false;
     let qemu = run_firmware_until(
@@ -386,7 +370,7 @@ fn a_reset_runs_the_firmware_again_from_rom() {
     if !common::kvm::require(test) {
         return;
     }
-    let dir = TempDir::new(test);
+    let dir = TempDir::new(&format!("pc-{test}"));
     // SeaBIOS resets the machine each time nothing boots; PAM must be back at power-on
     // state (the ROM alias at 0xF0000) for the next run to start from scratch.
     let ours = run_firmware_until(
@@ -447,7 +431,7 @@ fn bios_with_kernel_is_checked_and_said_to_be_unused() {
 
 #[test]
 fn l_directories_are_searched_before_the_system_ones() {
-    let dir = TempDir::new("data-dir");
+    let dir = TempDir::new("pc-data-dir");
     let bogus = dir.0.join("bios-256k.bin");
     std::fs::write(&bogus, [0u8; 1000]).unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_vmscope"))

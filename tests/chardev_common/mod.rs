@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -20,31 +20,9 @@ use vmscope::chardev::{
 use vmscope::config::{ChardevBackend, ChardevConfig, SocketAddress, SocketChardev};
 use vmscope::monitor::{Hmp, MonitorCommands, Qmp, RunState, SystemReset, VcpuInfo, VmControl};
 
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "vmscope-{tag}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    pub fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+// Test binaries using this module declare `mod common;` too.
+#[allow(unused_imports)]
+pub use crate::common::temp_dir::TempDir;
 
 /// A TCP port unlikely to collide with other tests running in parallel.
 pub fn free_tcp_port() -> u16 {

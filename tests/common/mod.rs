@@ -10,3 +10,4 @@ pub mod iso9660;
 pub mod kvm;
 pub mod machine_run;
 pub mod qemu;
+pub mod temp_dir;
