@@ -12,6 +12,7 @@
 
 mod dispatch;
 mod events;
+mod held_output;
 mod json_reader;
 mod json_writer;
 mod qobject;
@@ -28,11 +29,12 @@ pub use json_writer::to_json;
 pub use qobject::{qdict_hash, qdict_order, QDict, QObject};
 
 use self::dispatch::Session;
+use self::held_output::HeldOutput;
 use super::commands::{CommandError, MonitorCommands};
 use crate::chardev::{ChardevError, ChardevEvent, ChardevFrontend, ChardevWriter, Chardevs};
 
 /// Output kept while the chardev refuses it (stalled client); beyond this the oldest
-/// output is dropped.
+/// whole messages are dropped.
 const HELD_OUTPUT_LIMIT: usize = 4 << 20;
 
 /// How often held output is retried.
@@ -49,7 +51,7 @@ pub struct Qmp {
     /// state because events are delivered while a command runs (with that state locked).
     command_mode: AtomicBool,
     /// Output not yet accepted by the chardev.
-    held: Mutex<Vec<u8>>,
+    held: Mutex<HeldOutput>,
     /// A background retry of held output is running.
     retrying: AtomicBool,
     /// This monitor, for the retry thread.
@@ -78,7 +80,7 @@ impl Qmp {
                 session: Session::default(),
             }),
             command_mode: AtomicBool::new(false),
-            held: Mutex::new(Vec::new()),
+            held: Mutex::new(HeldOutput::new(HELD_OUTPUT_LIMIT)),
             retrying: AtomicBool::new(false),
             this: OnceLock::new(),
         });
@@ -100,38 +102,32 @@ impl Qmp {
     fn send(&self, message: &QObject) {
         let mut text = to_json(message, self.pretty);
         text.push('\n');
-        let mut held = self.lock_held();
+        let mut bytes = Vec::with_capacity(text.len() + 8);
         for b in text.bytes() {
             if b == b'\n' {
-                held.push(b'\r');
+                bytes.push(b'\r');
             }
-            held.push(b);
+            bytes.push(b);
         }
+        let mut held = self.lock_held();
+        held.push(bytes);
         self.flush(&mut held);
     }
 
-    fn lock_held(&self) -> MutexGuard<'_, Vec<u8>> {
+    fn lock_held(&self) -> MutexGuard<'_, HeldOutput> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Hands held output to the chardev; true when nothing is left held.
-    fn try_write(&self, held: &mut Vec<u8>) -> bool {
+    fn try_write(&self, held: &mut HeldOutput) -> bool {
         let Some(writer) = self.writer.get() else {
             return held.is_empty();
         };
         // The chardev takes a write whole or refuses it whole.
-        if held.is_empty() || std::io::Write::write_all(&mut &*writer, held).is_ok() {
-            held.clear();
-            return true;
-        }
-        if held.len() > HELD_OUTPUT_LIMIT {
-            let excess = held.len() - HELD_OUTPUT_LIMIT;
-            held.drain(..excess);
-        }
-        false
+        held.flush(|message| std::io::Write::write_all(&mut &*writer, message).is_ok())
     }
 
-    fn flush(&self, held: &mut Vec<u8>) {
+    fn flush(&self, held: &mut HeldOutput) {
         if !self.try_write(held) && !self.retrying.swap(true, Ordering::SeqCst) {
             self.start_retry();
         }
