@@ -421,7 +421,7 @@ fn cache_size_options_follow_qemu_rules() {
         resolve_cache_sizes(&o(Some(1), Some(1), Some(10)), 1 << 30, cs)
             .unwrap_err()
             .to_string(),
-        "l2-cache-size, refcount-cache-size, and cache-size may not be set at the same time"
+        "cache-size, l2-cache-size and refcount-cache-size may not be set at the same time"
     );
     assert_eq!(
         resolve_cache_sizes(&o(Some(20), None, Some(10)), 1 << 30, cs)

@@ -142,3 +142,30 @@ fn a_drive_without_a_device_lets_the_vm_start() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("QEMU 7.2.0 monitor"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn qcow2_cache_options_are_checked_as_qemu_checks_them() {
+    let dir = scratch("cache-options");
+    let image = dir.join("disk.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", image.to_str().unwrap(), "4M"]);
+    let refused = [
+        "l2-cache-size=1M,refcount-cache-size=1M,cache-size=1M",
+        "cache-size=1M,l2-cache-size=2M",
+        "cache-size=1M,refcount-cache-size=2M",
+        "cache-size=1M,l2-cache-size=512K,refcount-cache-size=768K",
+        "l2-cache-entry-size=100",
+        "l2-cache-entry-size=1M",
+        "l2-cache-entry-size=3000",
+        "cache-clean-interval=4294967296",
+        "cache-clean-interval=-1",
+        "l2-cache-size=abc",
+    ];
+    for options in refused {
+        let drive = format!("if=none,file=disk.qcow2,{options}");
+        let qemu = start_with_drive(common::qemu::binary().to_str().unwrap(), &dir, &drive);
+        let ours = start_with_drive(env!("CARGO_BIN_EXE_vmscope"), &dir, &drive);
+        assert_eq!(qemu.0, Some(1), "QEMU accepted {drive}: {}", qemu.1);
+        assert_eq!(ours, qemu, "-drive {drive}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

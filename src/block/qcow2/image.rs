@@ -131,11 +131,10 @@ pub fn resolve_cache_sizes(
     let (mut l2, mut rc);
     if let Some(combined) = opts.cache_size {
         match (opts.l2_cache_size, opts.refcount_cache_size) {
-            (Some(_), Some(_)) => {
-                return Err(BlockError::InvalidOption(
-                    "l2-cache-size, refcount-cache-size, and cache-size may not be set at the same time".into(),
-                ))
-            }
+            (Some(_), Some(_)) => return Err(BlockError::InvalidOption(
+                "cache-size, l2-cache-size and refcount-cache-size may not be set at the same time"
+                    .into(),
+            )),
             (Some(l), None) => {
                 if l > combined {
                     return Err(BlockError::InvalidOption(
